@@ -1,0 +1,505 @@
+"""Every training stage of A²V-SLP in one hand-written DDP loop (§4.3, §4.4, §4.2).
+
+Stages: `vae` (§4.3, Eq. 5-6), `generator` (§3.3/§4.4, Eq. 3-4, 7-8; --phase 1 then --phase 2),
+`backtranslation` (the sign-to-text model that scores generated poses, §4.2).
+
+One process (CPU or one GPU):
+    python train.py --stage vae --data-dir runs/demo/data --out-dir runs/demo/vae
+    python train.py --stage generator --phase 1 --vae runs/demo/vae/best.pt --data-dir D --out-dir R1
+    python train.py --stage generator --phase 2 --init R1/best.pt --vae runs/demo/vae/best.pt ...
+    python train.py --stage backtranslation --data-dir D --out-dir runs/demo/bt
+Several processes on one machine (nccl on CUDA, gloo on CPU):
+    torchrun --standalone --nproc_per_node=4 train.py --stage vae --data-dir D --out-dir R
+Several machines: plain torchrun flags on every node, e.g.
+    torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train.py ...
+
+--batch-size is the global batch; each of the world's ranks takes batch_size / world_size samples.
+Restart rule: when OUT_DIR/last.pt exists the run continues from it (--resume auto, the default),
+so a torchrun restart after a crash resumes by itself; --resume never refuses to touch such a dir.
+"""
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler
+
+import data
+from data import ARTICULATOR_ORDER, DataError, atomic_save, safe_load
+
+log = logging.getLogger("a2vslp")
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("common")
+    g.add_argument("--stage", required=True, choices=["vae", "generator", "backtranslation"], help="what to train")
+    g.add_argument("--data-dir", required=True, help="folder with train.pt and dev.pt in the release format")
+    g.add_argument("--out-dir", required=True, help="checkpoints (last.pt, best.pt) and log.txt go here")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: vae 300 as in §4.3; generator 2000 and backtranslation 200, "
+                        "both ended earlier by early stopping)")
+    g.add_argument("--batch-size", type=int, default=64, help="global batch size (split over ranks)")
+    g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (2e-4 in §4.3 and §4.4)")
+    g.add_argument("--adam-betas", type=float, nargs=2, default=None,
+                   help="Adam betas (default: vae 0.5 0.9 as in §4.3; others 0.9 0.999, not given in the paper)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (each rank and epoch derives its own)")
+    g.add_argument("--resume", nargs="?", const="always", default="auto", choices=["auto", "always", "never"],
+                   help="auto: continue from OUT_DIR/last.pt when it exists; --resume / always: require it; "
+                        "never: start fresh and refuse an out dir that holds a checkpoint")
+    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (a no-op with a notice on CPU)")
+    g.add_argument("--patience", type=int, default=None,
+                   help="early stopping: epochs without a better dev loss (default: off for vae, "
+                        "100 for generator, 30 for backtranslation)")
+    g.add_argument("--skip-bad-samples", action="store_true", help="skip malformed samples with a warning")
+    g.add_argument("--skip-nonfinite", action="store_true",
+                   help="skip a step whose loss is NaN/Inf (counted) instead of stopping the run")
+    v = p.add_argument_group("vae (§3.1, §4.3)")
+    v.add_argument("--vae-variant", default="base", choices=["base", "csl", "entangled"],
+                   help="base: PHOENIX encoders; csl: the larger CSL-Daily encoders; entangled: Table 1 ablation")
+    v.add_argument("--beta", type=float, default=1e-6, help="KL weight β of Eq. 5 (1e-6 PHOENIX, 1e-7 CSL-Daily)")
+    v.add_argument("--w-rh", type=float, default=10.0, help="w_RH of Eq. 6 (§4.3: 10)")
+    v.add_argument("--w-lh", type=float, default=14.0, help="w_LH of Eq. 6 (§4.3: 14)")
+    v.add_argument("--w-face", type=float, default=2.0, help="w_F of Eq. 6 (§4.3: 2)")
+    v.add_argument("--w-body", type=float, default=1.0, help="w_B of Eq. 6 (§4.3: 1)")
+    v.add_argument("--deterministic-latent", action="store_true",
+                   help="decode z = μ instead of a sample (debugging, exactness tests)")
+    gen = p.add_argument_group("generator (§3.2, §3.3, §4.4)")
+    gen.add_argument("--vae", default=None, help="trained VAE checkpoint (its frozen encoder gives the targets)")
+    gen.add_argument("--phase", type=int, default=1, choices=[1, 2], help="1: L1 on (μ, log σ²); 2: + KL (Eq. 4)")
+    gen.add_argument("--init", default=None, help="phase 2: the phase-1 checkpoint to start from")
+    gen.add_argument("--bert", default=data.OFFLINE_BERT,
+                     help=f"text encoder, hub name or path (paper: a German BERT such as {data.PAPER_BERT})")
+    gen.add_argument("--d-model", type=int, default=512, help="model width (§3.2: 512)")
+    gen.add_argument("--enc-layers", type=int, default=3, help="text encoder layers (§3.2: 3)")
+    gen.add_argument("--enc-heads", type=int, default=4, help="text encoder heads (§3.2: 4)")
+    gen.add_argument("--dec-layers", type=int, default=6, help="decoder layers (§3.2: 6)")
+    gen.add_argument("--dec-heads", type=int, default=8, help="decoder heads (§3.2: 8)")
+    gen.add_argument("--ff", type=int, default=1024, help="feed-forward width (§3.2: 1024)")
+    gen.add_argument("--dropout", type=float, default=0.1, help="dropout (not given in the paper)")
+    gen.add_argument("--window", type=int, default=3, help="gloss attention window N (Table 3 best: 3)")
+    gen.add_argument("--query", default="none", choices=["none", "mean", "attention"], help="query construction (Table 4)")
+    gen.add_argument("--q", type=int, default=3, help="query aggregation span q (Table 4)")
+    gen.add_argument("--fusion", default="local", choices=["local", "global", "local+global"],
+                     help="decoder self-attention: local gloss attention, global (Table 2 baseline) or both")
+    gen.add_argument("--max-frames", type=int, default=None,
+                     help="length normalisation (default: the longest training sequence)")
+    gen.add_argument("--hand-weights", default="dynamic", choices=["dynamic", "fixed"],
+                     help="dynamic: Eq. 7-8 boost (Table 5 best); fixed: --fixed-weights")
+    gen.add_argument("--hand-base", type=float, nargs=2, default=(3.5, 2.5), help="(b_RH, b_LH) of Eq. 7 (Table 5: 3.5 2.5)")
+    gen.add_argument("--s-max", type=float, default=4.0, help="s_max of Eq. 8 (Table 5: 4)")
+    gen.add_argument("--boost-alpha", type=float, default=None, help="α of Eq. 8 (default: HandWeightBoost's)")
+    gen.add_argument("--boost-decay", type=float, default=None, help="EMA decay of Eq. 8 (default: HandWeightBoost's)")
+    gen.add_argument("--fixed-weights", type=float, nargs=3, default=(14.0, 10.0, 2.0),
+                     help="fixed λ for (RH, LH, face), body 1 (§4.4.2: 14 10 2)")
+    gen.add_argument("--kl-weight", type=float, default=0.01,
+                     help="phase 2 weight of Eq. 4 (not given in the paper)")
+    gen.add_argument("--length-weight", type=float, default=1.0, help="weight of the length L1 loss")
+    gen.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (§4.4: 1e-4)")
+    gen.add_argument("--plateau-factor", type=float, default=0.9, help="ReduceLROnPlateau factor (§4.4: 0.9)")
+    gen.add_argument("--plateau-patience", type=int, default=40, help="ReduceLROnPlateau patience (§4.4: 40)")
+    bt = p.add_argument_group("backtranslation (§4.2)")
+    bt.add_argument("--bt-d-model", type=int, default=256, help="sign-to-text model width")
+    bt.add_argument("--bt-layers", type=int, default=2, help="encoder and decoder layers")
+    bt.add_argument("--bt-heads", type=int, default=4, help="attention heads")
+    bt.add_argument("--bt-ff", type=int, default=512, help="feed-forward width")
+    bt.add_argument("--bt-dropout", type=float, default=0.1, help="dropout")
+    bt.add_argument("--subsample", type=int, default=2, help="frame step: 2 reads 25 fps data at 12.5 fps (§4.2 protocol)")
+    args = p.parse_args(argv)
+    defaults = {"vae": (300, None, (0.5, 0.9)), "generator": (2000, 100, (0.9, 0.999)),
+                "backtranslation": (200, 30, (0.9, 0.999))}[args.stage]
+    args.epochs = defaults[0] if args.epochs is None else args.epochs
+    args.patience = defaults[1] if args.patience is None else args.patience
+    args.adam_betas = tuple(defaults[2] if args.adam_betas is None else args.adam_betas)
+    if args.stage == "generator" and args.vae is None:
+        p.error("--stage generator needs --vae PATH (a trained VAE checkpoint)")
+    if args.stage == "generator" and args.phase == 2 and args.init is None:
+        p.error("--phase 2 needs --init PATH (the phase-1 generator checkpoint)")
+    if args.window < 1 or args.window % 2 == 0:
+        p.error(f"--window must be an odd positive number, got {args.window}")
+    for name in ("epochs", "batch_size", "subsample"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages: each returns the model, the datasets, the loss and what its checkpoint must carry.
+# loss(model, batch) -> (loss, {name: value}, count): `count` is what the loss averages over
+# (frames, tokens), so the loop can weight each rank and make a split batch equal a whole one.
+# ---------------------------------------------------------------------------------------------
+
+def split_paths(args):
+    return os.path.join(args.data_dir, "train.pt"), os.path.join(args.data_dir, "dev.pt")
+
+
+def vae_stage(args, device, distributed):
+    from vae import DisentangledVAE, vae_loss
+    train_path, dev_path = split_paths(args)
+    train = data.load_split(train_path, args.skip_bad_samples)
+    dev = data.load_split(dev_path, args.skip_bad_samples)
+    model = DisentangledVAE(args.vae_variant)
+    frames = torch.cat([s["poses_3d"] for s in train])                    # (ΣN, 178, 3)
+    model.set_pose_stats(frames.mean(0), frames.std(0))
+    weights = {"body": args.w_body, "right_hand": args.w_rh, "left_hand": args.w_lh, "face": args.w_face}
+
+    def loss(m, batch):
+        x, mask = batch["poses"], batch["frame_mask"]                      # (B, T, 178, 3), (B, T)
+        x_hat, mu, logvar = m(x, sample=not args.deterministic_latent)
+        total, logs = vae_loss(x_hat, x, mu, logvar, mask, weights, args.beta)   # Eq. (5)
+        return total, logs, mask.sum()
+
+    def report(m):
+        """Dev L1 per articulator: the VAE (z = μ) against predicting the mean training pose."""
+        m.eval()
+        with torch.no_grad():
+            x = torch.cat([s["poses_3d"] for s in dev]).to(device)        # (ΣN, 178, 3)
+            x_hat = m.decode(m.encode(x)[0])
+            mean_pose = frames.mean(0).to(device)
+            for a in ARTICULATOR_ORDER:
+                sl = data.ARTICULATORS[a]
+                err = (x_hat[:, sl] - x[:, sl]).abs().mean().item()
+                base = (mean_pose[sl] - x[:, sl]).abs().mean().item()
+                log.info("dev L1 %-10s VAE %.5f  mean pose %.5f  (%.1fx lower)", a, err, base, base / max(err, 1e-12))
+
+    return {"model": model, "train": data.SignDataset(train), "dev": data.SignDataset(dev),
+            "loss": loss, "report": report, "extra": {}}
+
+
+def generator_stage(args, device, distributed):
+    import generator as G
+    from vae import cached_latents, load_vae
+    train_path, dev_path = split_paths(args)
+    train = data.load_split(train_path, args.skip_bad_samples)
+    dev = data.load_split(dev_path, args.skip_bad_samples)
+    vae_ckpt = safe_load(args.vae, what="VAE checkpoint")
+    if vae_ckpt.get("stage") != "vae":
+        raise DataError(f"--vae {args.vae}: a {vae_ckpt.get('stage')!r} checkpoint, expected stage 'vae'")
+    # Text embeddings and latent targets are computed once, by rank 0, and cached on disk.
+    cache_dir = os.path.join(args.data_dir, "cache")
+    texts = [s["text"] for s in train + dev]
+    if not distributed or dist.get_rank() == 0:
+        data.text_embeddings(texts, args.bert, cache_dir)
+        cached_latents(args.vae, train_path, train)
+        cached_latents(args.vae, dev_path, dev)
+    if distributed:
+        dist.barrier()
+    emb = data.text_embeddings(texts, args.bert, cache_dir)
+    lat = {**cached_latents(args.vae, train_path, train), **cached_latents(args.vae, dev_path, dev)}
+    text_dim = next(iter(emb.values())).shape[-1]
+    max_frames = args.max_frames or max(len(s["poses_3d"]) for s in train)
+    model_args = dict(text_dim=text_dim, d_model=args.d_model, enc_layers=args.enc_layers,
+                      enc_heads=args.enc_heads, dec_layers=args.dec_layers, dec_heads=args.dec_heads,
+                      ff=args.ff, dropout=args.dropout, max_frames=max_frames, window=args.window,
+                      query=args.query, q=args.q, fusion=args.fusion)
+    model = G.A2VSLP(**model_args)
+    # §3.2: the stationary reference pose (hands resting down). Estimated as the per-coordinate
+    # median of the first frame of every training sequence (signing starts from rest).
+    model.set_reference_pose(torch.stack([s["poses_3d"][0] for s in train]).median(0).values)
+    if args.phase == 2:
+        init = safe_load(args.init, what="generator checkpoint")
+        if init.get("stage") != "generator":
+            raise DataError(f"--init {args.init}: a {init.get('stage')!r} checkpoint, expected stage 'generator'")
+        if init["model_args"] != model_args:
+            diff = {k: (init["model_args"].get(k), v) for k, v in model_args.items() if init["model_args"].get(k) != v}
+            raise DataError(f"--init {args.init}: incompatible configuration (checkpoint vs flags): {diff}")
+        model.load_state_dict(init["model"])
+    boost = None
+    if args.hand_weights == "dynamic":
+        kw = {k: v for k, v in (("alpha", args.boost_alpha), ("ema_decay", args.boost_decay)) if v is not None}
+        boost = G.HandWeightBoost(base=tuple(args.hand_base), s_max=args.s_max, **kw)
+    fixed = {"right_hand": args.fixed_weights[0], "left_hand": args.fixed_weights[1],
+             "face": args.fixed_weights[2], "body": 1.0}
+
+    def loss(m, batch):
+        mask = batch["frame_mask"]                                         # (B, T)
+        mu, logvar = batch["latent"].chunk(2, -1)                          # (B, T, 80) each
+        out = m(batch["text_emb"], batch["text_mask"], mask)
+        weights = boost.weights(face=fixed["face"], body=1.0) if boost is not None else fixed
+        l1, terms = G.latent_l1_loss(out["mu"], out["logvar"], mu, logvar, mask, weights)   # Eq. (3)
+        length = G.length_loss(out["length_ratio"], batch["lengths"], max_frames)
+        total = l1 + args.length_weight * length
+        logs = {"latent_l1": l1, "length": length, **{f"L_{a}": t for a, t in terms.items()}}
+        if args.phase == 2:
+            kl = G.gaussian_kl(out["mu"], out["logvar"], mu, logvar, mask)                  # Eq. (4)
+            total = total + args.kl_weight * kl
+            logs["kl"] = kl
+        if boost is not None and m.training:
+            hand = torch.stack([terms["right_hand"], terms["left_hand"]]).detach().mean()
+            other = torch.stack([terms["body"], terms["face"]]).detach().mean()
+            if distributed:                      # every rank must hold the same boost s(t)
+                both = torch.stack([hand, other])
+                dist.all_reduce(both)
+                hand, other = both / dist.get_world_size()
+            logs["s"] = torch.tensor(float(boost.step(float(hand), float(other))))     # Eq. (8)
+        return total, logs, mask.sum()
+
+    vae = load_vae(vae_ckpt)
+    extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_variant": vae.variant,
+             "bert": args.bert, "max_tokens": data.MAX_TOKENS, "phase": args.phase}
+    return {"model": model, "loss": loss, "report": None, "extra": extra,
+            "train": data.SignDataset(train, emb, lat), "dev": data.SignDataset(dev, emb, lat),
+            "state": boost}
+
+
+def backtranslation_stage(args, device, distributed):
+    from backtranslation import SignToText, build_vocab
+    train_path, dev_path = split_paths(args)
+    train = data.load_split(train_path, args.skip_bad_samples)
+    dev = data.load_split(dev_path, args.skip_bad_samples)
+    model = SignToText(build_vocab([s["text"] for s in train]), d_model=args.bt_d_model,
+                       num_heads=args.bt_heads, num_layers=args.bt_layers, ff=args.bt_ff, dropout=args.bt_dropout)
+    step = args.subsample
+
+    class LossForward(torch.nn.Module):
+        """Makes SignToText.loss the forward pass, so that DDP sees it (gradient sync hooks)."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, poses, mask, texts):
+            return self.inner.loss(poses, mask, texts)
+
+    def loss(m, batch):
+        poses, mask = batch["poses"][:, ::step], batch["frame_mask"][:, ::step]   # 12.5 fps (§4.2)
+        total, stats = m(poses, mask, batch["texts"])
+        count = stats.pop("tokens", None)
+        count = torch.tensor(len(batch["texts"])) if count is None else torch.as_tensor(count)
+        return total, stats, count
+
+    def report(m):
+        import evaluate
+        m.eval()
+        hyps, refs = [], []
+        for i in range(0, len(dev), 32):
+            b = data.collate([{"name": s["name"], "text": s["text"], "poses": s["poses_3d"]} for s in dev[i:i + 32]])
+            hyps += m.translate(b["poses"][:, ::step].to(device), b["frame_mask"][:, ::step].to(device), beam_size=1)
+            refs += b["texts"]
+        log.info("dev back-translation of ground truth (greedy): BLEU-4 %.2f  chrF %.2f",
+                 evaluate.bleu(hyps, refs, 4), evaluate.chrf(hyps, refs))
+
+    return {"model": model, "forward_module": LossForward(model), "loss": loss, "report": report,
+            "train": data.SignDataset(train), "dev": data.SignDataset(dev),
+            "extra": {"config": model.config(), "subsample": step}}
+
+
+STAGES = {"vae": vae_stage, "generator": generator_stage, "backtranslation": backtranslation_stage}
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
+
+def setup_distributed():
+    """(rank, world_size, device); without RANK in the environment: one plain process."""
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def setup_logging(out_dir, master):
+    log.handlers.clear()
+    log.setLevel(logging.INFO if master else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if master:
+        handlers.append(logging.FileHandler(os.path.join(out_dir, "log.txt")))
+    for h in handlers:
+        h.setFormatter(fmt)
+        log.addHandler(h)
+    log.propagate = False
+
+
+def to_device(batch, device):
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def all_reduce_sum(t, distributed):
+    if distributed:
+        dist.all_reduce(t)
+    return t
+
+
+def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx, epoch, step):
+    """One pass over `loader`; trains when optimizer is given. Returns (mean logs, frames, step, skips)."""
+    sums, count_total, frames, skips = {}, torch.zeros((), dtype=torch.float64, device=device), 0, 0
+    world = dist.get_world_size() if distributed else 1
+    for batch in loader:
+        batch = to_device(batch, device)
+        with ctx:
+            loss, logs, count = loss_fn(model, batch)
+        count = count.to(device=device, dtype=torch.float64)
+        # Weight this rank's mean by its share of the global count: a batch split over ranks then
+        # gives exactly the gradient of the whole batch in one process (DDP averages over ranks).
+        global_count = all_reduce_sum(count.clone(), distributed)
+        scale = (count * world / global_count).float()
+        finite = all_reduce_sum(torch.tensor(float(torch.isfinite(loss.detach()).item()), device=device), distributed)
+        if finite.item() < world:
+            where = f"stage {args.stage}, epoch {epoch + 1}, step {step + 1}, samples {batch['names']}"
+            if optimizer is not None and args.skip_nonfinite:
+                skips += 1
+                log.warning("non-finite loss skipped (%s); %d skipped so far", where, skips)
+                if optimizer is not None:
+                    optimizer.zero_grad(set_to_none=True)
+                continue
+            raise FloatingPointError(f"non-finite loss ({loss.item()}) at {where}; the last good "
+                                     "checkpoint is kept (use --skip-nonfinite to skip such steps)")
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            (loss * scale).backward()
+            optimizer.step()
+            step += 1
+            fault_injection(step)
+        for k, v in {"loss": loss, **logs}.items():
+            sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64, device=device).detach() * count
+        count_total += count
+        frames += int(batch["frame_mask"].sum())
+    keys = sorted(sums)
+    packed = torch.stack([sums[k] for k in keys] + [count_total, torch.tensor(float(frames), dtype=torch.float64, device=device)]) \
+        if keys else torch.stack([count_total, torch.tensor(float(frames), dtype=torch.float64, device=device)])
+    packed = all_reduce_sum(packed, distributed)
+    means = {k: (packed[i] / packed[-2]).item() for i, k in enumerate(keys)}
+    return means, int(packed[-1].item()), step, skips
+
+
+def fault_injection(step):
+    """A2VSLP_KILL_AT_STEP=k: SIGKILL this process after optimizer step k, on the first attempt only
+    (torchrun sets TORCHELASTIC_RESTART_COUNT). Used by the restart test; unset in normal runs."""
+    at = os.environ.get("A2VSLP_KILL_AT_STEP")
+    if at and step == int(at) and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" \
+            and os.environ.get("RANK", "0") == os.environ.get("A2VSLP_KILL_RANK", "0"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def load_resume(args, path, model, optimizer, scheduler, state):
+    ckpt = safe_load(path, what="checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("stage") != args.stage:
+        raise DataError(f"{path}: a {ckpt.get('stage') if isinstance(ckpt, dict) else '?'!r} checkpoint, "
+                        f"cannot resume --stage {args.stage}")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise DataError(f"{path}: incompatible with the model built from these flags: "
+                        f"{str(e).splitlines()[0]}") from None
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if state is not None and ckpt.get("stage_state") is not None:
+        state.load_state_dict(ckpt["stage_state"])
+    return ckpt
+
+
+def main(argv=None):
+    args = get_args(argv)
+    os.makedirs(args.out_dir, exist_ok=True)
+    rank, world, device = setup_distributed()
+    distributed, master = world > 1, rank == 0
+    setup_logging(args.out_dir, master)
+    if args.batch_size % world:
+        raise DataError(f"--batch-size {args.batch_size} must be divisible by the world size {world}")
+    last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
+    if args.resume == "never" and os.path.exists(last_path):
+        raise DataError(f"--resume never: {last_path} exists; choose another --out-dir (nothing was changed)")
+    if args.resume == "always" and not os.path.exists(last_path):
+        raise DataError(f"--resume: {last_path} does not exist")
+    if args.amp and device.type != "cuda":
+        log.info("--amp: bf16 autocast is for CUDA; running in float32 on %s", device.type)
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if args.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    torch.manual_seed(args.seed)                       # same initial weights on every rank
+    stage = STAGES[args.stage](args, device, distributed)
+    model = stage["model"].to(device)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("stage %s | world %d on %s | %d trainable parameters | %d train / %d dev samples",
+             args.stage, world, device, n_params, len(stage["train"]), len(stage["dev"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=args.adam_betas,
+                                 weight_decay=args.weight_decay if args.stage == "generator" else 0.0)
+    scheduler = None
+    if args.stage == "generator":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=args.plateau_factor, patience=args.plateau_patience)
+
+    start_epoch, step, best, bad_epochs = 0, 0, math.inf, 0
+    if os.path.exists(last_path) and args.resume in ("auto", "always"):
+        ckpt = load_resume(args, last_path, model, optimizer, scheduler, stage.get("state"))
+        start_epoch, step, best, bad_epochs = ckpt["epoch"], ckpt["step"], ckpt["best_val"], ckpt["bad_epochs"]
+        log.info("resumed from %s at epoch %d, step %d", last_path, start_epoch, step)
+
+    net = stage.get("forward_module", model)           # what the loss calls; shares model's weights
+    ddp = DDP(net, device_ids=[device.index] if device.type == "cuda" else None) if distributed else net
+    sampler = DistributedSampler(stage["train"], num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+    per_rank = args.batch_size // world
+    loader = DataLoader(stage["train"], batch_size=per_rank, sampler=sampler, collate_fn=data.collate,
+                        num_workers=args.num_workers)
+    dev_idx = list(range(rank, len(stage["dev"]), world))     # each dev sample on exactly one rank
+    dev_loader = DataLoader(torch.utils.data.Subset(stage["dev"], dev_idx), batch_size=per_rank,
+                            collate_fn=data.collate, num_workers=args.num_workers)
+
+    t_start = time.time()
+    for epoch in range(start_epoch, args.epochs):
+        sampler.set_epoch(epoch)
+        torch.manual_seed(args.seed + 1_000_003 * (epoch + 1) + rank)   # resumable noise streams
+        ddp.train()
+        t0 = time.time()
+        train_logs, frames, step, skips = run_epoch(ddp, loader, stage["loss"], optimizer, device, args,
+                                                    distributed, ctx, epoch, step)
+        dt = time.time() - t0
+        ddp.eval()
+        with torch.no_grad():
+            dev_logs, _, _, _ = run_epoch(net, dev_loader, stage["loss"], None, device, args,
+                                          distributed, ctx, epoch, step)
+        val = dev_logs["loss"]
+        if scheduler is not None:
+            scheduler.step(val)
+        improved = val < best
+        best, bad_epochs = (val, 0) if improved else (best, bad_epochs + 1)
+        fmt = lambda d: " ".join(f"{k} {v:.4g}" for k, v in d.items())   # noqa: E731
+        log.info("epoch %d/%d step %d | train %s | dev %s | %.0f frames/s | lr %.2e | %.0fs%s%s",
+                 epoch + 1, args.epochs, step, fmt(train_logs), fmt(dev_logs), frames / max(dt, 1e-9),
+                 optimizer.param_groups[0]["lr"], time.time() - t_start, " *" if improved else "",
+                 f" | {skips} skipped" if skips else "")
+        if master:
+            ckpt = {"stage": args.stage, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "args": vars(args), "epoch": epoch + 1, "step": step, "best_val": best,
+                    "val": val, "bad_epochs": bad_epochs, "world_size": world,
+                    "rng": {"torch": torch.get_rng_state()},
+                    "stage_state": stage["state"].state_dict() if stage.get("state") is not None else None,
+                    **stage["extra"]}
+            if improved:
+                atomic_save(ckpt, best_path)
+            atomic_save(ckpt, last_path)
+        if distributed:
+            dist.barrier()
+        if args.patience and bad_epochs >= args.patience:
+            log.info("early stopping: no better dev loss for %d epochs", bad_epochs)
+            break
+    if master and stage.get("report") is not None and os.path.exists(best_path):
+        best_ckpt = safe_load(best_path, what="checkpoint")
+        model.load_state_dict(best_ckpt["model"])
+        stage["report"](model)
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DataError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")

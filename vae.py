@@ -1,0 +1,227 @@
+"""Structurally disentangled VAE of A²V-SLP (§3.1 and §4.3, Eq. 1, 5, 6).
+
+Each frame x_t (178 keypoints × 3) is split into body, right hand, left hand and face; each
+articulator a has its own residual MLP encoder giving q(z_t^(a) | x_t) = N(μ_t^(a), σ_t^2(a))
+(Eq. 1) with latent sizes 8 / 28 / 28 / 16 (80 in all), and its own symmetric decoder.
+
+    python train.py --stage vae --data-dir runs/demo/data --out-dir runs/demo/vae
+    torchrun --nproc_per_node=4 train.py --stage vae --data-dir DATA --out-dir runs/vae
+
+After training, the frozen encoder gives the per-frame (μ, log σ²) targets of the generator (§4.4):
+see `cached_latents`.
+"""
+import hashlib
+import os
+
+import torch
+import torch.nn as nn
+
+from data import ARTICULATOR_ORDER, ARTICULATORS, NUM_JOINTS, atomic_save, safe_load, DataError
+
+LATENT_SIZES = {"body": 8, "right_hand": 28, "left_hand": 28, "face": 16}   # §3.1, 80 in all
+LATENT_DIM = sum(LATENT_SIZES.values())
+# Hidden sizes per articulator: "base" = twice the latent size (§3.1, PHOENIX); "csl" = the larger
+# CSL-Daily encoders (§3.1: body 24, hands 84 → 56, face 48 → 32); "entangled" = one MLP over all
+# 534 values (Table 1 ablation), hidden twice the 80-d latent.
+HIDDEN_SIZES = {
+    "base": {"body": (16,), "right_hand": (56,), "left_hand": (56,), "face": (32,)},
+    "csl": {"body": (24,), "right_hand": (84, 56), "left_hand": (84, 56), "face": (48, 32)},
+    "entangled": {"all": (160,)},
+}
+# §4.3 as printed: w_RH 10, w_LH 14, w_F 2, w_B 1 (Tables 4-5 use RH 14 / LH 10 for the generator).
+PAPER_REC_WEIGHTS = {"body": 1.0, "right_hand": 10.0, "left_hand": 14.0, "face": 2.0}
+
+
+def latent_slices():
+    """{articulator: slice into the 80-d latent}, ordered body, right hand, left hand, face."""
+    out, start = {}, 0
+    for a in ARTICULATOR_ORDER:
+        out[a] = slice(start, start + LATENT_SIZES[a])
+        start += LATENT_SIZES[a]
+    return out
+
+
+class ResidualMLP(nn.Module):
+    """Linear layers in → h_1 → … → h_k, then a residual layer h_k → h_k (x + f(x)).
+
+    With one hidden size this is the paper's "2-layer residual linear encoder"; the activation is
+    not specified in the paper (we use GELU).
+    """
+
+    def __init__(self, in_dim, hidden):
+        super().__init__()
+        dims = (in_dim,) + tuple(hidden)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.residual = nn.Linear(dims[-1], dims[-1])
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = self.act(layer(x))
+        return x + self.act(self.residual(x))
+
+
+class RegionEncoder(nn.Module):
+    """x^(a) (..., J·3) → (μ^(a), log σ²^(a)), each (..., latent) — Eq. (1)."""
+
+    def __init__(self, in_dim, hidden, latent):
+        super().__init__()
+        self.mlp = ResidualMLP(in_dim, hidden)
+        self.mu = nn.Linear(hidden[-1], latent)
+        self.logvar = nn.Linear(hidden[-1], latent)
+
+    def forward(self, x):
+        h = self.mlp(x)
+        return self.mu(h), self.logvar(h)
+
+
+class RegionDecoder(nn.Module):
+    """z^(a) (..., latent) → x̂^(a) (..., J·3): the encoder's layers in reverse order."""
+
+    def __init__(self, latent, hidden, out_dim):
+        super().__init__()
+        rev = tuple(reversed(hidden))
+        self.mlp = ResidualMLP(latent, rev)
+        self.out = nn.Linear(rev[-1], out_dim)
+
+    def forward(self, z):
+        return self.out(self.mlp(z))
+
+
+class DisentangledVAE(nn.Module):
+    """Articulator-wise VAE over single frames. variant: "base" | "csl" | "entangled"."""
+
+    def __init__(self, variant="base"):
+        super().__init__()
+        if variant not in HIDDEN_SIZES:
+            raise ValueError(f"--vae-variant {variant!r}: choose one of {sorted(HIDDEN_SIZES)}")
+        self.variant = variant
+        hidden = HIDDEN_SIZES[variant]
+        if variant == "entangled":
+            self.regions = {"all": (slice(0, NUM_JOINTS), LATENT_DIM)}
+        else:
+            self.regions = {a: (ARTICULATORS[a], LATENT_SIZES[a]) for a in ARTICULATOR_ORDER}
+        self.encoders = nn.ModuleDict({a: RegionEncoder((s.stop - s.start) * 3, hidden[a], n)
+                                       for a, (s, n) in self.regions.items()})
+        self.decoders = nn.ModuleDict({a: RegionDecoder(n, hidden[a], (s.stop - s.start) * 3)
+                                       for a, (s, n) in self.regions.items()})
+        # Per-coordinate standardisation of the input, set from training data (set_pose_stats).
+        self.register_buffer("pose_mean", torch.zeros(NUM_JOINTS, 3))
+        self.register_buffer("pose_std", torch.ones(NUM_JOINTS, 3))
+
+    def set_pose_stats(self, mean, std):
+        self.pose_mean.copy_(mean)
+        self.pose_std.copy_(std.clamp_min(1e-6))
+
+    def encode(self, x):
+        """Poses (..., 178, 3) → μ, log σ², each (..., 80) ordered body, RH, LH, face (Eq. 1)."""
+        x = (x - self.pose_mean) / self.pose_std                           # (..., 178, 3)
+        mus, logvars = [], []
+        for a, (s, _) in self.regions.items():
+            mu, logvar = self.encoders[a](x[..., s, :].flatten(-2))        # (..., J·3) → (..., n)
+            mus.append(mu)
+            logvars.append(logvar)
+        return torch.cat(mus, -1), torch.cat(logvars, -1)                  # (..., 80) each
+
+    def decode(self, z):
+        """Latents (..., 80) → poses (..., 178, 3)."""
+        parts, start = [], 0
+        for a, (s, n) in self.regions.items():
+            xa = self.decoders[a](z[..., start:start + n])                 # (..., J·3)
+            parts.append(xa.unflatten(-1, (s.stop - s.start, 3)))          # (..., J, 3)
+            start += n
+        x = torch.cat(parts, -2)                                           # (..., 178, 3)
+        return x * self.pose_std + self.pose_mean
+
+    def forward(self, x, sample=True):
+        mu, logvar = self.encode(x)
+        z = reparameterize(mu, logvar) if sample else mu
+        return self.decode(z), mu, logvar
+
+
+def reparameterize(mu, logvar):
+    """z = μ + σ ⊙ ε, ε ~ N(0, I) (§3.1)."""
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+def kl_standard_normal(mu, logvar, mask):
+    """D_KL(q(z|x) ‖ N(0, I)) summed over the 80 latent dims, averaged over real frames.
+
+    mu, logvar (B, T, 80); mask (B, T) bool, True at real frames.
+    """
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)            # (B, T)
+    return (kl * mask).sum() / mask.sum()
+
+
+def reconstruction_loss(x_hat, x, mask, weights):
+    """L_rec = w_RH L_RH + w_LH L_LH + w_F L_F + w_B L_B (Eq. 6).
+
+    Each L_a is the L1 error of articulator a, averaged over its coordinates and the real frames
+    (the norm is not specified in the paper; its ablations speak of L1 weights, so we use L1).
+    x_hat, x (B, T, 178, 3); mask (B, T). Returns (L_rec, {articulator: L_a}).
+    """
+    n = mask.sum()
+    per_frame_err = (x_hat - x).abs()                                      # (B, T, 178, 3)
+    terms = {a: (per_frame_err[:, :, ARTICULATORS[a]].mean((-1, -2)) * mask).sum() / n
+             for a in ARTICULATOR_ORDER}
+    rec = (weights["right_hand"] * terms["right_hand"] + weights["left_hand"] * terms["left_hand"]
+           + weights["face"] * terms["face"] + weights["body"] * terms["body"])   # Eq. (6)
+    return rec, terms
+
+
+def vae_loss(x_hat, x, mu, logvar, mask, weights, beta):
+    """L = L_rec + β D_KL (Eq. 5). Returns (L, logs) with every term for logging."""
+    rec, terms = reconstruction_loss(x_hat, x, mask, weights)
+    kl = kl_standard_normal(mu, logvar, mask)
+    loss = rec + beta * kl                                                 # Eq. (5)
+    return loss, {"rec": rec, "kl": kl, **{f"L_{a}": t for a, t in terms.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# The frozen encoder as the generator's supervision (§4.4)
+# ---------------------------------------------------------------------------------------------
+
+def load_vae(path, map_location="cpu"):
+    """Rebuild a DisentangledVAE from a train.py checkpoint (stage "vae") or a generator checkpoint."""
+    ckpt = safe_load(path, what="checkpoint") if isinstance(path, (str, os.PathLike)) else path
+    if not isinstance(ckpt, dict) or "stage" not in ckpt:
+        raise DataError(f"{path}: not a checkpoint of this project")
+    if ckpt["stage"] == "vae":
+        variant, state = ckpt["args"]["vae_variant"], ckpt["model"]
+    elif ckpt["stage"] == "generator":
+        variant, state = ckpt["vae_variant"], ckpt["vae"]
+    else:
+        raise DataError(f"{path}: a {ckpt['stage']!r} checkpoint, expected a VAE (stage 'vae')")
+    vae = DisentangledVAE(variant)
+    vae.load_state_dict(state)
+    return vae.eval().to(map_location)
+
+
+@torch.no_grad()
+def extract_latents(vae, samples, batch_frames=8192):
+    """{name: (N, 160) float32 = [μ ‖ log σ²]} for every sample, from the frozen encoder."""
+    vae.eval()
+    device = vae.pose_mean.device
+    out = {}
+    for s in samples:
+        poses = s["poses_3d"]
+        chunks = [torch.cat(vae.encode(p.to(device)), -1).cpu() for p in poses.split(batch_frames)]
+        out[s["name"]] = torch.cat(chunks)                                  # (N, 160)
+    return out
+
+
+def cached_latents(vae_path, split_path, samples):
+    """extract_latents, computed once per (VAE checkpoint, split file) and cached next to the VAE."""
+    h = hashlib.sha1()
+    for p in (vae_path, split_path):
+        st = os.stat(p)
+        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    split = os.path.splitext(os.path.basename(split_path))[0]
+    cache = os.path.join(os.path.dirname(os.path.abspath(vae_path)), f"latents_{split}_{h.hexdigest()[:12]}.pt")
+    if os.path.exists(cache):
+        latents = safe_load(cache, what="latent cache")
+        if all(s["name"] in latents for s in samples):
+            return latents
+    latents = extract_latents(load_vae(vae_path), samples)
+    atomic_save(latents, cache)
+    return latents
