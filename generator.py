@@ -1,0 +1,394 @@
+r"""The A²V-SLP generator: text embeddings → articulator-wise latent means and log-variances.
+
+Implements §3.2 (non-autoregressive Transformer with gloss attention in the decoder, Eq. 2),
+§3.3 (two-phase training: masked latent L1, Eq. 3, then the KL term, Eq. 4) and §4.4.3 (dynamic
+hand weighting, Eq. 7–8). The frozen VAE of §3.1 (vae.py) provides the targets (μ, log σ²) and
+decodes sampled latents into poses.
+
+    python train.py --stage generator --phase 1 --vae runs/demo/vae/best.pt \
+        --data-dir runs/demo/data --out-dir runs/demo/gen1
+    python train.py --stage generator --phase 2 --init runs/demo/gen1/best.pt \
+        --vae runs/demo/vae/best.pt --data-dir runs/demo/data --out-dir runs/demo/gen2
+    python sample.py --generator runs/demo/gen2/best.pt --data-dir runs/demo/data ...
+
+Where the paper is silent, the choices follow the authors' earlier code (DARSLP, REFERENCE.md §3)
+or are stated on the line that makes them. Masks are bool and True at real positions.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from data import ARTICULATOR_ORDER, NUM_JOINTS
+from gloss_attention import GlossAttention
+from vae import LATENT_SIZES
+
+HAND_ARTICULATORS = ("right_hand", "left_hand")
+OTHER_ARTICULATORS = ("body", "face")
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+def sinusoidal_encoding(length, dim, device=None, dtype=torch.float32):
+    """PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(p / 10000^(2i/dim)); (length, dim)."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # (length, 1)
+    exponent = torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim  # (ceil(dim/2),)
+    angle = position * torch.exp(-math.log(10000.0) * exponent)  # (length, ceil(dim/2))
+    pe = torch.zeros(length, dim, device=device, dtype=torch.float32)             # (length, dim)
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle)[:, : dim // 2]
+    return pe.to(dtype)
+
+
+def masked_mean(x, mask):
+    """Mean of x (B, L, D) over the positions where mask (B, L) is True; (B, D)."""
+    weight = mask.to(x.dtype)[..., None]                                              # (B, L, 1)
+    return (x * weight).sum(1) / weight.sum(1).clamp_min(1.0)                         # (B, D)
+
+
+def split_articulators(x):
+    """Split the last axis (80) into {articulator: (..., size)} following LATENT_SIZES."""
+    total = sum(LATENT_SIZES[name] for name in ARTICULATOR_ORDER)
+    if x.shape[-1] != total:
+        raise ValueError(f"split_articulators: last dimension is {x.shape[-1]}, expected {total} "
+                         f"(LATENT_SIZES {dict(LATENT_SIZES)})")
+    sizes = [LATENT_SIZES[name] for name in ARTICULATOR_ORDER]
+    return dict(zip(ARTICULATOR_ORDER, torch.split(x, sizes, dim=-1)))
+
+
+def lengths_to_mask(lengths, max_len=None):
+    """Frame mask (B, T) bool, True at the first lengths[b] positions of row b."""
+    lengths = torch.as_tensor(lengths)
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]   # (B, T)
+
+
+def _check_mask(name, mask, batch=None):
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D bool tensor (B, length), True at real positions; "
+                         f"got {getattr(mask, 'dtype', type(mask))} "
+                         f"with shape {tuple(getattr(mask, 'shape', ()))}")
+    if batch is not None and mask.shape[0] != batch:
+        raise ValueError(f"{name} has batch size {mask.shape[0]}, expected {batch}")
+    if not bool(mask.any(1).all()):
+        raise ValueError(f"{name} has a row without any True entry (an empty sequence)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model (§3.2)
+# ---------------------------------------------------------------------------------------------
+
+class DecoderLayer(nn.Module):
+    """Gloss self-attention over frames → global cross-attention to the text → FFN.
+
+    Pre-norm residual blocks (not specified in the paper): the paper's schedule has no warm-up,
+    and pre-norm Transformers train stably without one.
+    """
+
+    def __init__(self, d_model, heads, ff, dropout, window, query, q, fusion):
+        super().__init__()
+        self.self_attn = GlossAttention(d_model, heads, window=window, query=query, q=q,
+                                        fusion=fusion, dropout=dropout)
+        self.cross_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ff), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(ff, d_model))
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, frame_mask, memory, text_mask):
+        # Local temporal self-attention over real frames (its dropout is inside GlossAttention).
+        x = x + self.self_attn(self.norm1(x), frame_mask)                             # (B, T, D)
+        h = self.norm2(x)
+        # Cross-attention to the text stays global (§3.2).
+        h, _ = self.cross_attn(h, memory, memory, key_padding_mask=~text_mask, need_weights=False)
+        x = x + self.dropout(h)                                                       # (B, T, D)
+        x = x + self.dropout(self.ffn(self.norm3(x)))                                 # (B, T, D)
+        return x.masked_fill(~frame_mask[..., None], 0.0)  # padded frames stay exactly 0
+
+
+class A2VSLP(nn.Module):
+    """Text encoder + length predictor + non-autoregressive gloss-attention decoder (§3.2).
+
+    All constructor arguments are plain values (kept in `self.config`), so a checkpoint rebuilds
+    the model with `A2VSLP(**config)` and restores the reference pose with the state_dict.
+    Defaults are the paper's values; `max_frames` = 300 follows DARSLP (REFERENCE.md §3).
+    """
+
+    def __init__(self, text_dim, d_model=512, enc_layers=3, enc_heads=4, dec_layers=6, dec_heads=8,
+                 ff=1024, dropout=0.1, max_frames=300, window=3, query="none", q=3, fusion="local",
+                 latent_dim=80):
+        super().__init__()
+        for name, value in (("text_dim", text_dim), ("d_model", d_model),
+                            ("enc_layers", enc_layers), ("enc_heads", enc_heads),
+                            ("dec_layers", dec_layers), ("dec_heads", dec_heads), ("ff", ff),
+                            ("max_frames", max_frames), ("latent_dim", latent_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"A2VSLP: {name} must be a positive int, got {value!r}")
+        if d_model % enc_heads or d_model % dec_heads:
+            raise ValueError(f"A2VSLP: d_model {d_model} must be divisible by enc_heads "
+                             f"{enc_heads} and dec_heads {dec_heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"A2VSLP: dropout must be in [0, 1), got {dropout!r}")
+        self.config = dict(text_dim=text_dim, d_model=d_model, enc_layers=enc_layers,
+                           enc_heads=enc_heads, dec_layers=dec_layers, dec_heads=dec_heads, ff=ff,
+                           dropout=dropout, max_frames=max_frames, window=window, query=query, q=q,
+                           fusion=fusion, latent_dim=latent_dim)
+        self.text_dim, self.d_model = text_dim, d_model
+        self.max_frames, self.latent_dim = max_frames, latent_dim
+
+        # Text encoder: BERT embeddings → 512 → + PE → 3 layers, 4 heads, FFN 1024 (§3.2).
+        self.text_proj = nn.Linear(text_dim, d_model)
+        # Pre-norm like the decoder (not specified in the paper); ReLU FFN (PyTorch's default).
+        layer = nn.TransformerEncoderLayer(d_model, enc_heads, ff, dropout, batch_first=True,
+                                           norm_first=True)
+        self.text_encoder = nn.TransformerEncoder(layer, enc_layers, norm=nn.LayerNorm(d_model),
+                                                  enable_nested_tensor=False)
+        # Length predictor on the mean-pooled encoder output (REFERENCE.md §3).
+        self.length_head = nn.Linear(d_model, 1)
+
+        # Time queries from the stationary reference pose (§3.2); the pose is set by the caller.
+        self.register_buffer("reference_pose", torch.zeros(NUM_JOINTS, 3))
+        self.register_buffer("reference_pose_set", torch.tensor(False))
+        self.query_proj = nn.Linear(NUM_JOINTS * 3, d_model)
+
+        # Non-autoregressive decoder: 6 layers, 8 heads, FFN 1024, gloss self-attention (§3.2).
+        self.decoder_layers = nn.ModuleList([
+            DecoderLayer(d_model, dec_heads, ff, dropout, window, query, q, fusion)
+            for _ in range(dec_layers)])
+        self.decoder_norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, 2 * latent_dim)
+
+    @torch.no_grad()
+    def set_reference_pose(self, pose):
+        """Store the stationary reference pose (178, 3) (any float dtype, tensor or array)."""
+        pose = torch.as_tensor(pose, dtype=torch.float32)
+        if pose.numel() != NUM_JOINTS * 3:
+            raise ValueError(f"set_reference_pose: expected {NUM_JOINTS}x3 values, "
+                             f"got shape {tuple(pose.shape)}")
+        if not bool(torch.isfinite(pose).all()):
+            raise ValueError("set_reference_pose: the pose contains NaN or inf")
+        self.reference_pose.copy_(pose.reshape(NUM_JOINTS, 3))
+        self.reference_pose_set.fill_(True)
+
+    def encode_text(self, text_emb, text_mask):
+        """Contextual token states (B, L, D) from BERT embeddings (B, L, text_dim)."""
+        L = text_emb.shape[1]
+        x = self.text_proj(text_emb)                                                  # (B, L, D)
+        x = x + sinusoidal_encoding(L, self.d_model, x.device, x.dtype)                # (B, L, D)
+        return self.text_encoder(x, src_key_padding_mask=~text_mask)                  # (B, L, D)
+
+    def length_ratio(self, memory, text_mask):
+        """Normalised target length in (0, 1): sigmoid(Linear(masked mean pool)); (B,)."""
+        pooled = masked_mean(memory, text_mask)                                       # (B, D)
+        return torch.sigmoid(self.length_head(pooled)).squeeze(-1)                    # (B,)
+
+    def time_queries(self, batch, frames):
+        """The projected reference pose replicated over the frames, plus PE; (B, T, D)."""
+        if not bool(self.reference_pose_set):
+            raise RuntimeError("A2VSLP: the reference pose is unset; call "
+                               "set_reference_pose(pose) with the (178, 3) stationary pose")
+        ref = self.query_proj(self.reference_pose.reshape(1, 1, NUM_JOINTS * 3))      # (1, 1, D)
+        pe = sinusoidal_encoding(frames, self.d_model, ref.device, ref.dtype)         # (T, D)
+        return ref.expand(batch, frames, self.d_model) + pe                           # (B, T, D)
+
+    def decode(self, memory, text_mask, frame_mask):
+        """One non-autoregressive pass: μ̂ and log σ̂², each (B, T, latent_dim)."""
+        B, T = frame_mask.shape
+        x = self.time_queries(B, T)                                                   # (B, T, D)
+        for layer in self.decoder_layers:
+            x = layer(x, frame_mask, memory, text_mask)                               # (B, T, D)
+        z_hat = self.head(self.decoder_norm(x))                                       # (B, T, 2*80)
+        z_hat = z_hat.masked_fill(~frame_mask[..., None], 0.0)
+        # ẑ_t = [μ̂_t ‖ log σ̂²_t], split into the two halves (each (B, T, 80)).
+        mu_hat, logvar_hat = z_hat.chunk(2, dim=-1)  # Eq. (2)
+        return mu_hat, logvar_hat
+
+    def _check(self, text_emb, text_mask):
+        if text_emb.dim() != 3 or text_emb.shape[-1] != self.text_dim:
+            raise ValueError(f"text_emb must be (B, L, {self.text_dim}), "
+                             f"got {tuple(text_emb.shape)}")
+        _check_mask("text_mask", text_mask, text_emb.shape[0])
+        if text_mask.shape[1] != text_emb.shape[1]:
+            raise ValueError(f"text_mask length {text_mask.shape[1]} != text_emb length "
+                             f"{text_emb.shape[1]}")
+
+    def forward(self, text_emb, text_mask, frame_mask):
+        """Teacher-forced length: T and frame_mask come from the target sequences.
+
+        text_emb (B, L, text_dim), text_mask (B, L), frame_mask (B, T) →
+        dict(mu=(B, T, 80), logvar=(B, T, 80), length_ratio=(B,)).
+        """
+        self._check(text_emb, text_mask)
+        _check_mask("frame_mask", frame_mask, text_emb.shape[0])
+        memory = self.encode_text(text_emb, text_mask)                                # (B, L, D)
+        mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)               # (B, T, 80)
+        return dict(mu=mu_hat, logvar=logvar_hat, length_ratio=self.length_ratio(memory, text_mask))
+
+    def predict_lengths(self, ratio):
+        """round(ratio * max_frames) clamped to [1, max_frames] (REFERENCE.md §3); (B,) long."""
+        return torch.round(ratio * self.max_frames).long().clamp(1, self.max_frames)
+
+    @torch.no_grad()
+    def generate(self, text_emb, text_mask, decode_fn, sample=True, generator=None, lengths=None):
+        """Poses for a batch of sentences: a list of (N_i, 178, 3) tensors.
+
+        Lengths are predicted (or given), the decoder runs once for the whole batch, and
+        z = μ̂ + σ̂ ⊙ ε with ε ~ N(0, I) drawn from `generator` (z = μ̂ when sample=False) is
+        decoded by `decode_fn` (the VAE decoder: (..., 80) → (..., 178, 3)). Runs in eval mode.
+        ε is one (B, max N_i, 80) draw, so a sample's noise depends on the batch it is in;
+        `generator` must live on the model's device.
+        """
+        self._check(text_emb, text_mask)
+        was_training = self.training
+        self.eval()
+        try:
+            memory = self.encode_text(text_emb, text_mask)                            # (B, L, D)
+            if lengths is None:
+                lengths = self.predict_lengths(self.length_ratio(memory, text_mask))  # (B,)
+            else:
+                lengths = torch.as_tensor(lengths, dtype=torch.long, device=memory.device)
+                if lengths.shape != (text_emb.shape[0],) or bool((lengths < 1).any()):
+                    raise ValueError(f"lengths must hold one positive int per sample "
+                                     f"({text_emb.shape[0]}), got {lengths.tolist()}")
+            frame_mask = lengths_to_mask(lengths)                                     # (B, T)
+            mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)           # (B, T, 80)
+            if sample:
+                eps = torch.randn(mu_hat.shape, generator=generator, device=mu_hat.device,
+                                  dtype=mu_hat.dtype)                                 # (B, T, 80)
+                z = mu_hat + torch.exp(0.5 * logvar_hat) * eps  # reparameterisation (§3.1)
+            else:
+                z = mu_hat                                                            # (B, T, 80)
+            poses = decode_fn(z)                                                      # (B, T, 178, 3)
+        finally:
+            self.train(was_training)
+        return [poses[i, :n] for i, n in enumerate(lengths.tolist())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses (§3.3)
+# ---------------------------------------------------------------------------------------------
+
+def _check_latents(frame_mask, *tensors):
+    _check_mask("frame_mask", frame_mask)
+    for t in tensors:
+        if t.shape[:2] != frame_mask.shape:
+            raise ValueError(f"latent tensor of shape {tuple(t.shape)} does not match frame_mask "
+                             f"{tuple(frame_mask.shape)}")
+
+
+def latent_l1_loss(mu_hat, logvar_hat, mu, logvar, frame_mask, weights):
+    """Eq. (3): Σ_a λ_a (‖μ̂^(a) − μ^(a)‖₁ + ‖log σ̂²^(a) − log σ²^(a)‖₁) over real frames.
+
+    Normalisation (not specified in the paper): each L1 norm is averaged over the real frames of
+    the batch and over the latent dimensions of articulator a, so λ_a weighs articulators of
+    different sizes (8, 28, 28, 16) on the same scale. Returns (loss, {a: unweighted term}).
+    """
+    missing = [a for a in ARTICULATOR_ORDER if a not in weights]
+    unknown = [a for a in weights if a not in ARTICULATOR_ORDER]
+    if missing or unknown:
+        raise ValueError(f"latent_l1_loss: weights must name exactly {ARTICULATOR_ORDER}; "
+                         f"missing {missing}, unknown {unknown}")
+    _check_latents(frame_mask, mu_hat, logvar_hat, mu, logvar)
+    # Real frames only: (n, 80) each, split into {a: (n, size_a)}.
+    parts = [split_articulators(t[frame_mask]) for t in (mu_hat, logvar_hat, mu, logvar)]
+    per_articulator, loss = {}, 0.0
+    for a in ARTICULATOR_ORDER:
+        mh, lh, m, lv = (p[a] for p in parts)                                         # (n, size)
+        term = (mh - m).abs().mean() + (lh - lv).abs().mean()
+        per_articulator[a] = term
+        loss = loss + weights[a] * term  # Eq. (3)
+    return loss, per_articulator
+
+
+def gaussian_kl(mu_hat, logvar_hat, mu, logvar, frame_mask):
+    """Eq. (4): Σ_a KL(N(μ̂^(a), σ̂²^(a)) ‖ N(μ^(a), σ²^(a))), averaged over real frames.
+
+    Per dimension KL = ½ [log σ² − log σ̂² + (σ̂² + (μ̂ − μ)²) / σ² − 1]; the sum over
+    articulators is the sum over all 80 latent dimensions.
+    """
+    _check_latents(frame_mask, mu_hat, logvar_hat, mu, logvar)
+    mh, lh, m, lv = (t[frame_mask] for t in (mu_hat, logvar_hat, mu, logvar))      # (n, 80)
+    kl = 0.5 * (lv - lh + (lh.exp() + (mh - m) ** 2) * torch.exp(-lv) - 1.0)  # Eq. (4)  # (n, 80)
+    return kl.sum(-1).mean()
+
+
+def length_loss(ratio_hat, frames, max_frames):
+    """L1 between the predicted ratio (B,) and min(frames / max_frames, 1) (REFERENCE.md §3)."""
+    if max_frames < 1:
+        raise ValueError(f"length_loss: max_frames must be >= 1, got {max_frames}")
+    frames = torch.as_tensor(frames, device=ratio_hat.device)
+    if frames.shape != ratio_hat.shape:
+        raise ValueError(f"length_loss: frames {tuple(frames.shape)} and ratio_hat "
+                         f"{tuple(ratio_hat.shape)} differ in shape")
+    target = (frames.to(ratio_hat.dtype) / max_frames).clamp(max=1.0)                 # (B,)
+    return (ratio_hat - target).abs().mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Dynamic hand weighting (§4.4.3)
+# ---------------------------------------------------------------------------------------------
+
+class HandWeightBoost:
+    """Shared boost s(t) of the hand weights, Eq. (7)–(8).
+
+    Call `weights()` for the λ_a of the current step, then `step(hand, other)` with the unweighted
+    hand loss (L_RH + L_LH) and non-hand loss (L_body + L_face) of that step. s starts at 1; the
+    EMAs start at the first values seen. α and the EMA decay are not given in the paper: decay
+    0.99 averages over ~100 batches, and α = 0.01 lets a steady 1.5× hand/other ratio lift s from 1
+    to 4 in ~340 steps, i.e. adaptation over a few hundred steps.
+    """
+
+    def __init__(self, base=(3.5, 2.5), s_max=4.0, alpha=0.01, ema_decay=0.99, eps=1e-8):
+        if len(base) != 2 or min(base) <= 0:
+            raise ValueError(f"HandWeightBoost: base must be two positive weights (RH, LH), "
+                             f"got {base}")
+        if s_max < 1:
+            raise ValueError(f"HandWeightBoost: s_max must be >= 1, got {s_max}")
+        if alpha < 0 or not 0 <= ema_decay < 1 or eps <= 0:
+            raise ValueError(f"HandWeightBoost: need alpha >= 0, 0 <= ema_decay < 1, eps > 0; "
+                             f"got {alpha}, {ema_decay}, {eps}")
+        self.base = (float(base[0]), float(base[1]))
+        self.s_max, self.alpha = float(s_max), float(alpha)
+        self.ema_decay, self.eps = float(ema_decay), float(eps)
+        self.s, self.ema_hand, self.ema_other, self.steps = 1.0, None, None, 0
+
+    def weights(self, face=2.0, body=1.0):
+        """λ_a of the current step; face and body weights stay fixed."""
+        b_rh, b_lh = self.base
+        lam_rh, lam_lh = b_rh * self.s, b_lh * self.s  # Eq. (7)
+        return {"body": float(body), "right_hand": lam_rh, "left_hand": lam_lh, "face": float(face)}
+
+    def step(self, hand_loss, other_loss):
+        """Update the EMAs with this step's unweighted losses and return s(t+1)."""
+        hand, other = float(hand_loss), float(other_loss)
+        if not (math.isfinite(hand) and math.isfinite(other)) or hand < 0 or other < 0:
+            raise ValueError(f"HandWeightBoost.step: losses must be finite and >= 0, "
+                             f"got {hand}, {other}")
+        if self.ema_hand is None:
+            self.ema_hand, self.ema_other = hand, other
+        else:
+            d = self.ema_decay
+            self.ema_hand = d * self.ema_hand + (1 - d) * hand
+            self.ema_other = d * self.ema_other + (1 - d) * other
+        ratio = self.ema_hand / (self.ema_other + self.eps)
+        self.s = min(max(self.s * ratio ** self.alpha, 1.0), self.s_max)  # Eq. (8)
+        self.steps += 1
+        return self.s
+
+    def state_dict(self):
+        return {"s": self.s, "ema_hand": self.ema_hand, "ema_other": self.ema_other,
+                "steps": self.steps}
+
+    def load_state_dict(self, state):
+        missing = {"s", "ema_hand", "ema_other", "steps"} - set(state)
+        if missing:
+            raise ValueError(f"HandWeightBoost.load_state_dict: missing keys {sorted(missing)}")
+        self.s = float(state["s"])
+        self.ema_hand = None if state["ema_hand"] is None else float(state["ema_hand"])
+        self.ema_other = None if state["ema_other"] is None else float(state["ema_other"])
+        self.steps = int(state["steps"])

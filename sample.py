@@ -1,0 +1,101 @@
+"""Inference with a trained A²V-SLP generator (§3.2, "at inference time ...").
+
+text → BERT token states → predicted length → latent distributions (μ̂, log σ̂²) → z = μ̂ + σ̂ ⊙ ε
+→ frozen VAE decoder → poses (N, 178, 3). A generator checkpoint carries everything this needs
+(generator weights and configuration, the VAE decoder, the reference pose, the text encoder's name).
+
+    python sample.py --generator runs/demo/gen2/best.pt --data-dir runs/demo/data --split test \
+        --out runs/demo/test_predictions.pt            # the challenge's submission format
+    python sample.py --generator runs/demo/gen2/best.pt --text "am montag regen im norden" --out one.pt
+
+The output file is `{name: Tensor[N, 178, 3]}` (REFERENCE.md §1), readable by evaluate.py.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+import data
+from data import DataError, atomic_save, safe_load
+
+
+def load_generator(path, device="cpu"):
+    """(A2VSLP, DisentangledVAE, checkpoint dict) rebuilt from a `--stage generator` checkpoint."""
+    from generator import A2VSLP
+    from vae import load_vae
+    ckpt = safe_load(path, what="checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("stage") != "generator":
+        stage = ckpt.get("stage") if isinstance(ckpt, dict) else None
+        raise DataError(f"{path}: a {stage!r} checkpoint, expected a generator checkpoint (stage 'generator')")
+    model = A2VSLP(**ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval().to(device), load_vae(ckpt, map_location=device), ckpt
+
+
+@torch.no_grad()
+def generate_poses(model, vae, texts, bert, sample=True, seed=0, batch_size=32, cache_dir=None, device="cpu"):
+    """Poses for a list of texts, in order: a list of float32 (N_i, 178, 3) CPU tensors.
+
+    Batched: one decoder pass per batch. ε comes from one torch.Generator seeded with `seed`, so the
+    same call gives the same poses; sample=False decodes the means (z = μ̂).
+    """
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise DataError(f"text #{i} is empty: nothing to sign")
+    emb = data.text_embeddings(texts, bert, cache_dir)
+    if next(iter(emb.values())).shape[-1] != model.text_dim:
+        raise DataError(f"text encoder {bert!r} gives width {next(iter(emb.values())).shape[-1]}, "
+                        f"the generator expects {model.text_dim}")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    for i in range(0, len(texts), batch_size):
+        text_emb, text_mask = data.pad_stack([emb[t] for t in texts[i:i + batch_size]])   # (b, L, E), (b, L)
+        poses = model.generate(text_emb.to(device), text_mask.to(device), vae.decode, sample=sample, generator=gen)
+        out += [p.float().cpu() for p in poses]
+    return out
+
+
+def generate_split(generator_path, samples, sample=True, seed=0, batch_size=32, cache_dir=None, device="cpu"):
+    """{name: (N, 178, 3)} for release-format samples, the challenge's submission format."""
+    model, vae, ckpt = load_generator(generator_path, device)
+    poses = generate_poses(model, vae, [s["text"] for s in samples], ckpt["bert"], sample, seed,
+                           batch_size, cache_dir, device)
+    return {s["name"]: p for s, p in zip(samples, poses)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generator", required=True, help="generator checkpoint (train.py --stage generator)")
+    p.add_argument("--data-dir", help="release folder; with --split, generate for every sample of the split")
+    p.add_argument("--split", default="test", help="split file name in --data-dir (train, dev, test)")
+    p.add_argument("--text", action="append", help="a sentence to sign (repeatable); instead of --data-dir")
+    p.add_argument("--out", required=True, help="output .pt file: {name: Tensor[N, 178, 3]}")
+    p.add_argument("--mean", action="store_true", help="decode the predicted means instead of sampling")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise ε")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per decoder pass")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    args = p.parse_args(argv)
+    if (args.text is None) == (args.data_dir is None):
+        p.error("give either --data-dir (with --split) or --text")
+    try:
+        if args.text is not None:
+            model, vae, ckpt = load_generator(args.generator, args.device)
+            poses = generate_poses(model, vae, args.text, ckpt["bert"], not args.mean, args.seed,
+                                   args.batch_size, device=args.device)
+            result = {f"text_{i:03d}": p for i, p in enumerate(poses)}
+        else:
+            samples = data.load_split(os.path.join(args.data_dir, f"{args.split}.pt"))
+            result = generate_split(args.generator, samples, not args.mean, args.seed, args.batch_size,
+                                    os.path.join(args.data_dir, "cache"), args.device)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        atomic_save(result, args.out)
+        frames = [len(v) for v in result.values()]
+        print(f"wrote {len(result)} sequence(s) to {args.out} ({sum(frames)} frames, "
+              f"{min(frames)}-{max(frames)} per sequence)")
+    except DataError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

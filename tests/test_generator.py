@@ -1,0 +1,357 @@
+"""Tests of generator.py: Eq. (2)–(4), (7)–(8), padding invariance, generation, a tiny fit."""
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+import generator as G
+from data import ARTICULATOR_ORDER, NUM_JOINTS
+from vae import LATENT_SIZES
+
+LATENT = sum(LATENT_SIZES.values())
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run ~50x faster on one thread than on two busy shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(query="none", fusion="local", text_dim=12, max_frames=16, dropout=0.1, seed=0,
+               d_model=32, dec_layers=2, ff=64):
+    torch.manual_seed(seed)
+    model = G.A2VSLP(text_dim, d_model=d_model, enc_layers=1, enc_heads=4, dec_layers=dec_layers,
+                     dec_heads=4, ff=ff, dropout=dropout, max_frames=max_frames, window=3,
+                     query=query, q=3, fusion=fusion)
+    model.set_reference_pose(torch.randn(NUM_JOINTS, 3))
+    return model
+
+
+def random_latents(B, T, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, T, LATENT, generator=g) for _ in range(4)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dim", [6, 7])
+def test_sinusoidal_encoding_matches_formula(dim):
+    pe = G.sinusoidal_encoding(9, dim, dtype=torch.float64)
+    for p in range(9):
+        for k in range(dim):
+            angle = p / 10000 ** ((k - k % 2) / dim)
+            expected = math.sin(angle) if k % 2 == 0 else math.cos(angle)
+            assert abs(pe[p, k].item() - expected) < 1e-6
+
+
+def test_split_articulators_order_and_sizes():
+    x = torch.arange(2 * LATENT, dtype=torch.float32).reshape(2, LATENT)
+    parts = G.split_articulators(x)
+    assert list(parts) == list(ARTICULATOR_ORDER)
+    start = 0
+    for a in ARTICULATOR_ORDER:
+        assert torch.equal(parts[a], x[:, start:start + LATENT_SIZES[a]])
+        start += LATENT_SIZES[a]
+    with pytest.raises(ValueError, match="last dimension"):
+        G.split_articulators(torch.zeros(3, LATENT + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses, Eq. (3) and (4)
+# ---------------------------------------------------------------------------------------------
+
+MASK = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
+WEIGHTS = {"body": 1.0, "right_hand": 14.0, "left_hand": 10.0, "face": 2.0}
+
+
+def test_latent_l1_matches_naive_loop():
+    mu_hat, logvar_hat, mu, logvar = random_latents(3, 5)
+    loss, per = G.latent_l1_loss(mu_hat, logvar_hat, mu, logvar, MASK, WEIGHTS)
+    expected_total, offset = 0.0, 0
+    for a in ("body", "right_hand", "left_hand", "face"):
+        size, total, frames = LATENT_SIZES[a], 0.0, 0
+        for b in range(3):
+            for t in range(5):
+                if not MASK[b, t]:
+                    continue
+                frames += 1
+                for d in range(offset, offset + size):
+                    total += abs(mu_hat[b, t, d].item() - mu[b, t, d].item())
+                    total += abs(logvar_hat[b, t, d].item() - logvar[b, t, d].item())
+        term = total / (frames * size)
+        assert float(per[a]) == pytest.approx(term, rel=1e-5)
+        expected_total += WEIGHTS[a] * term
+        offset += size
+    assert float(loss) == pytest.approx(expected_total, rel=1e-5)
+
+
+def test_latent_l1_weights_must_name_all_articulators():
+    lat = random_latents(3, 5)
+    with pytest.raises(ValueError, match="missing"):
+        G.latent_l1_loss(*lat, MASK, {"body": 1.0, "right_hand": 1.0, "left_hand": 1.0})
+    with pytest.raises(ValueError, match="unknown"):
+        G.latent_l1_loss(*lat, MASK, dict(WEIGHTS, hands=3.0))
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    mu_hat, logvar_hat, mu, logvar = random_latents(3, 5, seed=1)
+    kl = kl_divergence(Normal(mu_hat, torch.exp(0.5 * logvar_hat)),
+                       Normal(mu, torch.exp(0.5 * logvar)))                     # (B, T, 80)
+    expected = (kl.sum(-1) * MASK).sum() / MASK.sum()
+    got = G.gaussian_kl(mu_hat, logvar_hat, mu, logvar, MASK)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    # Identical distributions have zero divergence.
+    assert float(G.gaussian_kl(mu, logvar, mu, logvar, MASK)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_padded_frames_do_not_change_the_losses():
+    lat = random_latents(3, 5, seed=2)
+    noisy = []
+    for i, t in enumerate(lat):
+        junk = torch.full_like(t, float("nan")) if i == 0 else 1e3 * torch.randn_like(t)
+        noisy.append(torch.where(MASK[..., None], t, junk))
+    l1, per = G.latent_l1_loss(*lat, MASK, WEIGHTS)
+    l1_noisy, per_noisy = G.latent_l1_loss(*noisy, MASK, WEIGHTS)
+    assert torch.equal(l1, l1_noisy)
+    assert all(torch.equal(per[a], per_noisy[a]) for a in ARTICULATOR_ORDER)
+    assert torch.equal(G.gaussian_kl(*lat, MASK), G.gaussian_kl(*noisy, MASK))
+
+
+def test_length_loss_closed_form():
+    ratio = torch.tensor([0.1, 0.9, 0.5])
+    got = G.length_loss(ratio, torch.tensor([30, 600, 150]), max_frames=300)
+    expected = (abs(0.1 - 0.1) + abs(0.9 - 1.0) + abs(0.5 - 0.5)) / 3   # 600 frames clamp to 1
+    assert float(got) == pytest.approx(expected, abs=1e-7)
+    with pytest.raises(ValueError, match="shape"):
+        G.length_loss(ratio, torch.tensor([1, 2]), max_frames=300)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dynamic hand weighting, Eq. (7)–(8)
+# ---------------------------------------------------------------------------------------------
+
+LOSSES = [(3.0, 1.0)] * 8 + [(0.2, 1.0)] * 12 + [(1.5, 1.0), (0.0, 0.5), (2.0, 1.0)]
+
+
+def hand_run(losses, alpha, decay, s_max, eps):
+    """The recurrence of Eq. (8) written out: EMAs start at the first values, s at 1."""
+    s, ema_h, ema_o, out = 1.0, None, None, []
+    for h, o in losses:
+        if ema_h is None:
+            ema_h, ema_o = h, o
+        else:
+            ema_h = decay * ema_h + (1 - decay) * h
+            ema_o = decay * ema_o + (1 - decay) * o
+        s = s * (ema_h / (ema_o + eps)) ** alpha
+        s = max(1.0, min(s_max, s))
+        out.append(s)
+    return out
+
+
+def test_hand_weight_boost_follows_the_recurrence():
+    boost = G.HandWeightBoost(base=(3.5, 2.5), s_max=2.5, alpha=0.3, ema_decay=0.8, eps=1e-8)
+    assert boost.weights() == {"body": 1.0, "right_hand": 3.5, "left_hand": 2.5, "face": 2.0}
+    expected = hand_run(LOSSES, alpha=0.3, decay=0.8, s_max=2.5, eps=1e-8)
+    got = []
+    for h, o in LOSSES:
+        got.append(boost.step(torch.tensor(h, dtype=torch.float64), o))
+        w = boost.weights(face=2.0, body=1.0)
+        assert w["right_hand"] == pytest.approx(3.5 * got[-1])               # Eq. (7)
+        assert w["left_hand"] == pytest.approx(2.5 * got[-1])
+    assert got == pytest.approx(expected, rel=1e-12)
+    # The sequence reaches both clipping bounds.
+    assert max(got) == 2.5 and got.index(2.5) < len(got) - 1
+    assert 1.0 in got[got.index(2.5):]
+
+
+def test_hand_weight_boost_state_dict_resumes_exactly(tmp_path):
+    a = G.HandWeightBoost(alpha=0.2, ema_decay=0.9)
+    for h, o in LOSSES[:10]:
+        a.step(h, o)
+    state = a.state_dict()
+    assert all(isinstance(v, (float, int)) for v in state.values())
+    torch.save(state, tmp_path / "boost.pt")
+    b = G.HandWeightBoost(alpha=0.2, ema_decay=0.9)
+    b.load_state_dict(torch.load(tmp_path / "boost.pt", weights_only=True))
+    for h, o in LOSSES[10:]:
+        assert a.step(h, o) == b.step(h, o)
+    assert a.state_dict() == b.state_dict()
+
+
+def test_hand_weight_boost_rejects_bad_values():
+    with pytest.raises(ValueError, match="s_max"):
+        G.HandWeightBoost(s_max=0.5)
+    with pytest.raises(ValueError, match="finite"):
+        G.HandWeightBoost().step(float("nan"), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query,fusion", [("none", "local"), ("none", "global"),
+                                          ("none", "local+global"), ("mean", "local"),
+                                          ("attention", "local")])
+def test_padding_does_not_change_real_positions(query, fusion):
+    model = tiny_model(query, fusion).eval()
+    g = torch.Generator().manual_seed(3)
+    text = torch.randn(1, 5, 12, generator=g)
+    alone = model(text, torch.ones(1, 5, dtype=torch.bool), torch.ones(1, 7, dtype=torch.bool))
+
+    # The same sample in a batch, text padded to 9 tokens (random values) and frames to 12,
+    # next to a longer sample.
+    text_b = torch.randn(2, 9, 12, generator=g)
+    text_b[0, :5] = text[0]
+    text_mask = torch.tensor([[True] * 5 + [False] * 4, [True] * 9])
+    frame_mask = torch.tensor([[True] * 7 + [False] * 5, [True] * 12])
+    batched = model(text_b, text_mask, frame_mask)
+    for key in ("mu", "logvar"):
+        assert torch.allclose(batched[key][0, :7], alone[key][0], atol=1e-5)
+        assert torch.isfinite(batched[key]).all()
+    assert torch.allclose(batched["length_ratio"][0], alone["length_ratio"][0], atol=1e-6)
+
+
+def test_forward_shapes_and_input_errors():
+    model = tiny_model()
+    text, tmask, fmask = torch.randn(2, 4, 12), torch.ones(2, 4, dtype=torch.bool), \
+        torch.ones(2, 6, dtype=torch.bool)
+    out = model(text, tmask, fmask)
+    assert out["mu"].shape == out["logvar"].shape == (2, 6, LATENT)
+    assert out["length_ratio"].shape == (2,) and bool(((0 < out["length_ratio"]) &
+                                                        (out["length_ratio"] < 1)).all())
+    with pytest.raises(ValueError, match="bool"):
+        model(text, tmask.float(), fmask)
+    with pytest.raises(ValueError, match="text_emb"):
+        model(torch.randn(2, 4, 7), tmask, fmask)
+    with pytest.raises(ValueError, match="empty"):
+        model(text, tmask, torch.zeros(2, 6, dtype=torch.bool))
+    unset = G.A2VSLP(12, d_model=32, enc_layers=1, dec_layers=1, dec_heads=4, ff=64)
+    with pytest.raises(RuntimeError, match="reference pose"):
+        unset(text, tmask, fmask)
+    with pytest.raises(ValueError, match="178x3"):
+        unset.set_reference_pose(torch.zeros(50, 3))
+
+
+def test_checkpoint_dict_rebuilds_the_same_model(tmp_path):
+    model = tiny_model(query="mean").eval()
+    torch.save({"model": model.state_dict(), "args": model.config}, tmp_path / "gen.pt")
+    ckpt = torch.load(tmp_path / "gen.pt", weights_only=True)
+    rebuilt = G.A2VSLP(**ckpt["args"])
+    rebuilt.load_state_dict(ckpt["model"])
+    rebuilt.eval()
+    assert torch.equal(rebuilt.reference_pose, model.reference_pose)
+    text, tmask, fmask = torch.randn(1, 4, 12), torch.ones(1, 4, dtype=torch.bool), \
+        torch.ones(1, 5, dtype=torch.bool)
+    assert torch.equal(rebuilt(text, tmask, fmask)["mu"], model(text, tmask, fmask)["mu"])
+
+
+class CountingDecoder:
+    """A fixed linear 'VAE decoder' (..., 80) → (..., 178, 3) that counts its calls."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(9)
+        self.weight = torch.randn(LATENT, NUM_JOINTS * 3, generator=g)
+        self.calls = 0
+
+    def __call__(self, z):
+        self.calls += 1
+        return (z @ self.weight).reshape(*z.shape[:-1], NUM_JOINTS, 3)
+
+
+def test_generate():
+    model = tiny_model(max_frames=16)
+    model.train()
+    g = torch.Generator().manual_seed(4)
+    text = torch.randn(3, 6, 12, generator=g)
+    tmask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [True] * 4 + [False] * 2])
+    decode = CountingDecoder()
+    head_calls = []
+    hook = model.head.register_forward_hook(lambda *args: head_calls.append(1))
+
+    mean_poses = model.generate(text, tmask, decode, sample=False)
+    assert decode.calls == 1 and len(head_calls) == 1          # one decoder pass for the batch
+    assert model.training                                       # mode restored
+    hook.remove()
+
+    # Lengths as predicted, and sample=False equals decode(μ̂) of the teacher-forced forward.
+    model.eval()
+    with torch.no_grad():
+        ratio = model(text, tmask, torch.ones(3, 1, dtype=torch.bool))["length_ratio"]
+        lengths = [min(max(round(r * 16), 1), 16) for r in ratio.tolist()]
+        fmask = torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]
+        out = model(text, tmask, fmask)
+    assert [p.shape for p in mean_poses] == [(n, NUM_JOINTS, 3) for n in lengths]
+    expected = decode(out["mu"])
+    for i, n in enumerate(lengths):
+        assert torch.allclose(mean_poses[i], expected[i, :n], atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in
+               zip(mean_poses, model.generate(text, tmask, decode, sample=False)))
+
+    # Sampling: z = μ̂ + σ̂ ⊙ ε with ε from the given generator.
+    s1 = model.generate(text, tmask, decode, generator=torch.Generator().manual_seed(7))
+    s2 = model.generate(text, tmask, decode, generator=torch.Generator().manual_seed(7))
+    s3 = model.generate(text, tmask, decode, generator=torch.Generator().manual_seed(8))
+    assert all(torch.equal(a, b) for a, b in zip(s1, s2))
+    assert not all(torch.allclose(a, b) for a, b in zip(s1, s3))
+    eps = torch.randn(out["mu"].shape, generator=torch.Generator().manual_seed(7))
+    expected = decode(out["mu"] + torch.exp(0.5 * out["logvar"]) * eps)
+    for i, n in enumerate(lengths):
+        assert torch.allclose(s1[i], expected[i, :n], atol=1e-4)
+
+    # Given lengths override the prediction.
+    given = model.generate(text, tmask, decode, sample=False, lengths=[2, 9, 5])
+    assert [len(p) for p in given] == [2, 9, 5]
+    with pytest.raises(ValueError, match="lengths"):
+        model.generate(text, tmask, decode, lengths=[2, 0, 5])
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny end-to-end fit
+# ---------------------------------------------------------------------------------------------
+
+def test_tiny_model_fits_a_handful_of_pairs():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(5)
+    max_frames, lengths, text_lens = 20, [5, 8, 11, 14, 17, 20], [4, 6, 3, 7, 5, 8]
+    B, T, L = len(lengths), max(lengths), max(text_lens)
+    text = torch.randn(B, L, 12, generator=g)
+    tmask = torch.arange(L)[None] < torch.tensor(text_lens)[:, None]
+    fmask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    # Smooth random targets: a few random sinusoids per latent dimension.
+    t = torch.arange(T, dtype=torch.float32)[None, :, None, None]                # (1, T, 1, 1)
+    amp, freq, phase = (torch.randn(B, 1, 2 * LATENT, 3, generator=g),
+                        0.3 * torch.rand(B, 1, 2 * LATENT, 3, generator=g),
+                        6.3 * torch.rand(B, 1, 2 * LATENT, 3, generator=g))
+    target = (amp * torch.sin(freq * t + phase)).sum(-1)                         # (B, T, 160)
+    mu, logvar = target[..., :LATENT], target[..., LATENT:]
+    weights = {a: 1.0 for a in ARTICULATOR_ORDER}
+
+    model = tiny_model(max_frames=max_frames, dropout=0.0, d_model=64, ff=128)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    frames = torch.tensor(lengths)
+
+    def losses():
+        out = model(text, tmask, fmask)
+        l1, _ = G.latent_l1_loss(out["mu"], out["logvar"], mu, logvar, fmask, weights)
+        return l1, G.length_loss(out["length_ratio"], frames, max_frames)
+
+    with torch.no_grad():
+        initial = float(losses()[0])
+    for _ in range(400):
+        l1, ll = losses()
+        opt.zero_grad()
+        (l1 + ll).backward()
+        opt.step()
+    with torch.no_grad():
+        final = float(losses()[0])
+    assert final < 0.1 * initial, (initial, final)
+    model.eval()
+    decode = CountingDecoder()
+    poses = model.generate(text, tmask, decode, sample=False)
+    assert all(abs(len(p) - n) <= 1 for p, n in zip(poses, lengths)), [len(p) for p in poses]
