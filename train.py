@@ -18,6 +18,7 @@ Restart rule: when OUT_DIR/last.pt exists the run continues from it (--resume au
 so a torchrun restart after a crash resumes by itself; --resume never refuses to touch such a dir.
 """
 import argparse
+import itertools
 import logging
 import math
 import os
@@ -303,8 +304,15 @@ def setup_distributed():
     if "RANK" not in os.environ:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    # The store outlives a torchrun restart; without a per-attempt key prefix the restarted workers
+    # read the dead workers' addresses and gloo hangs connecting to them.
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=rank == 0 and not agent_store, multi_tenant=not agent_store)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"a2vslp/attempt{attempt}", store),
+                            rank=rank, world_size=world)
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
@@ -343,6 +351,8 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
         batch = to_device(batch, device)
         with ctx:
             loss, logs, count = loss_fn(model, batch)
+        if optimizer is not None and os.environ.get("A2VSLP_NAN_AT_STEP") == str(next(_ATTEMPTS)):
+            loss = loss * float("nan")                   # fault injection (tests); see fault_injection
         count = count.to(device=device, dtype=torch.float64)
         # Weight this rank's mean by its share of the global count: a batch split over ranks then
         # gives exactly the gradient of the whole batch in one process (DDP averages over ranks).
@@ -377,9 +387,16 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
     return means, int(packed[-1].item()), step, skips
 
 
+_ATTEMPTS = itertools.count(1)     # training batches seen by this process (for A2VSLP_NAN_AT_STEP)
+
+
 def fault_injection(step):
-    """A2VSLP_KILL_AT_STEP=k: SIGKILL this process after optimizer step k, on the first attempt only
-    (torchrun sets TORCHELASTIC_RESTART_COUNT). Used by the restart test; unset in normal runs."""
+    """Faults on purpose, for the reliability tests; both variables are unset in normal runs.
+
+    A2VSLP_KILL_AT_STEP=k: SIGKILL rank A2VSLP_KILL_RANK (default 0) right after optimizer step k,
+    on the first attempt only (torchrun counts restarts in TORCHELASTIC_RESTART_COUNT).
+    A2VSLP_NAN_AT_STEP=k: the loss of the k-th training batch of this process becomes NaN.
+    """
     at = os.environ.get("A2VSLP_KILL_AT_STEP")
     if at and step == int(at) and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" \
             and os.environ.get("RANK", "0") == os.environ.get("A2VSLP_KILL_RANK", "0"):
@@ -468,11 +485,15 @@ def main(argv=None):
             scheduler.step(val)
         improved = val < best
         best, bad_epochs = (val, 0) if improved else (best, bad_epochs + 1)
-        fmt = lambda d: " ".join(f"{k} {v:.4g}" for k, v in d.items())   # noqa: E731
+        fmt = lambda d: " ".join(f"{k} {d[k]:.4g}" for k in sorted(d, key=lambda k: (k != "loss", k)))  # noqa: E731
         log.info("epoch %d/%d step %d | train %s | dev %s | %.0f frames/s | lr %.2e | %.0fs%s%s",
                  epoch + 1, args.epochs, step, fmt(train_logs), fmt(dev_logs), frames / max(dt, 1e-9),
                  optimizer.param_groups[0]["lr"], time.time() - t_start, " *" if improved else "",
                  f" | {skips} skipped" if skips else "")
+        bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise FloatingPointError(f"stage {args.stage}, epoch {epoch + 1}: non-finite weights in {bad[:3]}; "
+                                     f"not saved, the last good checkpoint in {args.out_dir} is kept")
         if master:
             ckpt = {"stage": args.stage, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -501,5 +522,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (DataError, FloatingPointError) as e:
+    except (ValueError, FloatingPointError) as e:      # DataError is a ValueError
         sys.exit(f"error: {e}")
