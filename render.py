@@ -1,0 +1,135 @@
+"""Pictures of pose sequences, ground truth beside the generation, as in the paper's Figure 2.
+
+    python render.py --poses runs/demo/test_A2V-SLP.pt --data-dir runs/demo/data --split test \
+        --name synthetic_test_000000 --out runs/demo/example     # example.png (strip) + example.gif
+
+Bones are drawn per articulator in distinct colours (body, right hand, left hand, face). The view is
+frontal (x, y); the vertical axis is oriented so that the shoulders are above the hips, whatever the
+data's convention. matplotlib is optional: only this module needs it (`pip install matplotlib`).
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+import data
+
+COLORS = {"body": "#4d4d4d", "right_hand": "#d62728", "left_hand": "#1f77b4", "face": "#2ca02c"}
+
+
+def _plt():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        raise SystemExit("error: pictures need matplotlib (pip install matplotlib)") from None
+
+
+def frontal(poses):
+    """(N, 178, 3) → (N, 178, 2) frontal view with the head up (y flipped when shoulders are below hips)."""
+    p = np.asarray(poses, dtype=np.float32)[..., :2].copy()
+    shoulders, hips = p[:, [0, 3], 1].mean(), p[:, [6, 7], 1].mean()
+    if shoulders < hips:
+        p[..., 1] *= -1
+    return p
+
+
+def draw_pose(ax, pose2d, bones=None, lw=1.2):
+    """Draw one frame (178, 2) on a matplotlib axis."""
+    bones = bones or data.skeleton_bones()
+    for part, pairs in bones.items():
+        seg = np.array([[pose2d[a], pose2d[b]] for a, b in pairs])       # (E, 2, 2)
+        for (x0, y0), (x1, y1) in seg:
+            ax.plot([x0, x1], [y0, y1], color=COLORS[part], lw=lw if part != "face" else lw * 0.6,
+                    solid_capstyle="round")
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def _limits(*seqs):
+    allp = np.concatenate([s.reshape(-1, 2) for s in seqs])
+    lo, hi = allp.min(0), allp.max(0)
+    pad = 0.05 * (hi - lo).max()
+    return (lo[0] - pad, hi[0] + pad), (lo[1] - pad, hi[1] + pad)
+
+
+def save_strip(rows, path, frames=8, title=None):
+    """rows: {label: (N, 178, 3)}; one row per sequence, `frames` evenly spaced frames, as PNG."""
+    plt = _plt()
+    views = {k: frontal(v) for k, v in rows.items()}
+    xl, yl = _limits(*views.values())
+    fig, axes = plt.subplots(len(views), frames, figsize=(1.6 * frames, 2.2 * len(views)), squeeze=False)
+    for r, (label, seq) in enumerate(views.items()):
+        idx = np.linspace(0, len(seq) - 1, frames).round().astype(int)
+        for c, t in enumerate(idx):
+            ax = axes[r, c]
+            draw_pose(ax, seq[t])
+            ax.set_xlim(*xl)
+            ax.set_ylim(*yl)
+            ax.set_title(f"{label} t={t}" if c == 0 else f"t={t}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_gif(rows, path, fps=12.5, step=2):
+    """rows: {label: (N, 178, 3)}, side by side, animated (every `step`-th frame) as GIF."""
+    plt = _plt()
+    from matplotlib.animation import FuncAnimation, PillowWriter
+    views = {k: frontal(v) for k, v in rows.items()}
+    xl, yl = _limits(*views.values())
+    n = max(len(v) for v in views.values())
+    fig, axes = plt.subplots(1, len(views), figsize=(3 * len(views), 3.4), squeeze=False)
+
+    def frame(t):
+        for ax, (label, seq) in zip(axes[0], views.items()):
+            ax.clear()
+            draw_pose(ax, seq[min(t, len(seq) - 1)])
+            ax.set_xlim(*xl)
+            ax.set_ylim(*yl)
+            ax.set_title(f"{label}  {min(t, len(seq) - 1)}/{len(seq)}", fontsize=8)
+        return []
+
+    anim = FuncAnimation(fig, frame, frames=range(0, n, step))
+    anim.save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+
+
+def render_example(gt, generated, out_prefix, text=None):
+    """Write OUT_PREFIX.png (frame strip) and OUT_PREFIX.gif for ground truth vs generations."""
+    rows = {"ground truth": gt, **generated}
+    save_strip(rows, out_prefix + ".png", title=text)
+    save_gif(rows, out_prefix + ".gif")
+    return [out_prefix + ".png", out_prefix + ".gif"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--poses", required=True, help="predictions {name: Tensor[N, 178, 3]} (sample.py output)")
+    p.add_argument("--data-dir", required=True, help="release folder with the ground truth")
+    p.add_argument("--split", default="test", help="split holding the sample")
+    p.add_argument("--name", default=None, help="sample name (default: the first of the predictions)")
+    p.add_argument("--out", required=True, help="output prefix: writes OUT.png and OUT.gif")
+    args = p.parse_args(argv)
+    try:
+        preds = data.safe_load(args.poses, what="predictions file")
+        samples = {s["name"]: s for s in data.load_split(os.path.join(args.data_dir, f"{args.split}.pt"))}
+        name = args.name or next(iter(preds))
+        if name not in preds or name not in samples:
+            raise data.DataError(f"sample {name!r} is not in both {args.poses} and the {args.split} split")
+        pred = preds[name]["poses_3d"] if isinstance(preds[name], dict) else preds[name]
+        files = render_example(samples[name]["poses_3d"].numpy(), {"generated": torch.as_tensor(pred).numpy()},
+                               args.out, samples[name]["text"])
+        print("wrote", ", ".join(files))
+    except data.DataError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
