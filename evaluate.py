@@ -1,0 +1,314 @@
+"""Evaluation metrics of A²V-SLP: back-translation text scores and DTW-MJE (§4.2, Table 7).
+
+The protocol is the one of the SLRTP 2025 challenge (REFERENCE.md §2):
+- BLEU-1..4: sacrebleu corpus BLEU, cumulative n-gram orders, tokenize="none", no lowercasing,
+  floor smoothing with value 0 (i.e. none), effective order on;
+- chrF: sacrebleu CHRF() defaults, corpus level;
+- ROUGE: per-sentence ROUGE-L on whitespace tokens with the COCO F-measure (β = 1.2), averaged, ×100;
+- DTW-MJE: exact DTW between predicted and reference frames (Euclidean distance between whole
+  534-d frames), then the mean per-joint Euclidean distance over the aligned frame pairs of all
+  sequences concatenated.
+
+The functions score exactly what they are given: the 12.5 fps subsampling (`[::2]`) of both sides
+is the caller's job. Benchmark of the DTW:
+
+    python benchmarks/dtw.py
+"""
+import numpy as np
+import torch
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU, CHRF
+
+NUM_JOINTS = 178
+FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
+
+# ---------------------------------------------------------------------------------------------
+# Back-translation text metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_texts(hyps, refs):
+    if isinstance(hyps, str) or isinstance(refs, str):
+        raise ValueError("hyps and refs must be lists of strings, not a single string")
+    hyps, refs = list(hyps), list(refs)
+    if len(hyps) != len(refs):
+        raise ValueError(f"got {len(hyps)} hypotheses but {len(refs)} references")
+    if not hyps:
+        raise ValueError("hyps and refs are empty")
+    for name, texts in (("hyps", hyps), ("refs", refs)):
+        bad = [k for k, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise ValueError(f"{name}[{bad[0]}] is {type(texts[bad[0]]).__name__}, expected str")
+    return hyps, refs
+
+
+def _bleu_metric(n):
+    if not isinstance(n, (int, np.integer)) or not 1 <= n <= 4:
+        raise ValueError(f"BLEU order n must be an int in 1..4, got {n!r}")
+    return BLEU(max_ngram_order=n, tokenize="none", smooth_method="floor", smooth_value=0.0,
+                effective_order=True)
+
+
+def bleu(hyps, refs, n=4):
+    """Cumulative corpus BLEU-n (0-100) with the challenge's sacrebleu settings."""
+    hyps, refs = _check_texts(hyps, refs)
+    return float(_bleu_metric(n).corpus_score(hyps, [refs]).score)
+
+
+def bleu_signature(n=4):
+    """The sacrebleu signature string of bleu(..., n), for reports."""
+    metric = _bleu_metric(n)
+    metric.num_refs = 1  # one reference per sentence (sacrebleu sets this when scoring)
+    return str(metric.get_signature())
+
+
+def chrf(hyps, refs):
+    """Corpus chrF (0-100), sacrebleu CHRF() defaults."""
+    hyps, refs = _check_texts(hyps, refs)
+    return float(CHRF().corpus_score(hyps, [refs]).score)
+
+
+class WhitespaceTokenizer:
+    """rouge-score tokenizer that splits on whitespace only (keeps umlauts, case and punctuation)."""
+
+    def tokenize(self, text):
+        return text.split()
+
+
+def f_beta(precision, recall, beta=1.2):
+    """COCO-caption ROUGE-L F-measure: F = (1 + β²) P R / (R + β² P), 0 if P or R is 0."""
+    if precision <= 0.0 or recall <= 0.0:
+        return 0.0
+    return (1.0 + beta ** 2) * precision * recall / (recall + beta ** 2 * precision)
+
+
+def rouge_l(hyps, refs, beta=1.2):
+    """Mean per-sentence ROUGE-L F_β (β = 1.2) on whitespace tokens, ×100."""
+    hyps, refs = _check_texts(hyps, refs)
+    # rouge-score gives P = LCS/|hyp| and R = LCS/|ref|; its own F uses β = 1, so F_β is ours.
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=WhitespaceTokenizer())
+    total = 0.0
+    for hyp, ref in zip(hyps, refs):
+        s = scorer.score(ref, hyp)["rougeL"]  # score(target, prediction)
+        total += f_beta(s.precision, s.recall, beta)
+    return 100.0 * total / len(hyps)
+
+
+# ---------------------------------------------------------------------------------------------
+# DTW-MJE: exact DTW by an anti-diagonal wavefront, batched over pairs
+# ---------------------------------------------------------------------------------------------
+#
+# Local cost c(i, j) = ||x_i - y_j||_2 between whole 534-d frames; accumulated cost
+#     D(0, 0) = c(0, 0),   D(i, j) = c(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1)),
+# with +inf outside the n×m grid; the DTW cost is D(n-1, m-1). All cells of an anti-diagonal
+# k = i + j depend only on diagonals k-1 and k-2, so each diagonal is one vectorised numpy step,
+# taken for a whole chunk of pairs at once (pair index innermost, so each step reads contiguous
+# memory). Backtracking walks from (n-1, m-1) to (0, 0), always to the predecessor with the
+# smallest D; ties are broken in the fixed order diagonal, then (i-1, j), then (i, j-1).
+
+CHUNK_CELLS = 1 << 22  # padded DTW cells per chunk of pairs (bounds memory to ~70 MB)
+FRAME_BATCH = 32       # pairs per batched matrix product
+REFINE = 1e-6          # relative size of c² below which a cost is recomputed from differences
+
+
+def _check_sequences(seqs, name):
+    """Validates a list of (N, 178, 3) sequences; returns their lengths (P,)."""
+    if not isinstance(seqs, (list, tuple)):
+        raise ValueError(f"{name} must be a list of (N, {NUM_JOINTS}, 3) sequences, "
+                         f"got {type(seqs).__name__}")
+    lengths = []
+    for k, seq in enumerate(seqs):
+        if not isinstance(seq, (torch.Tensor, np.ndarray)):
+            raise ValueError(f"{name}[{k}] must be a torch.Tensor or numpy array, "
+                             f"got {type(seq).__name__}")
+        if seq.ndim != 3 or tuple(seq.shape[1:]) != (NUM_JOINTS, 3) or seq.shape[0] == 0:
+            raise ValueError(f"{name}[{k}] must have shape (N, {NUM_JOINTS}, 3) with N >= 1, "
+                             f"got {tuple(seq.shape)}")
+        if (seq.dtype.kind not in "fiu" if isinstance(seq, np.ndarray)
+                else seq.dtype == torch.bool or seq.is_complex()):
+            raise ValueError(f"{name}[{k}] must be real-valued, got dtype {seq.dtype}")
+        lengths.append(seq.shape[0])
+    return np.array(lengths, dtype=np.int64)
+
+
+def _flat_frames(seq):
+    """(N, 178, 3) tensor or array -> numpy (N, 534), a view when possible (no torch op)."""
+    if isinstance(seq, torch.Tensor):
+        seq = seq.detach().cpu()
+        seq = seq.float() if seq.dtype in (torch.bfloat16, torch.float16) else seq
+        seq = seq.numpy()
+    elif seq.dtype == np.float16:
+        seq = seq.astype(np.float32)
+    return seq.reshape(len(seq), FRAME_DIM)
+
+
+def frame_costs(xs, ys, labels=None):
+    """Local costs c(i, j) = ||x_i - y_j|| of a batch of pairs -> (N, M, B) float64, +inf padded.
+
+    xs, ys: lists of B frame arrays (n_b, 534), (m_b, 534). Both sequences of a pair are first
+    shifted by its mean reference frame (distances unchanged, less cancellation error), then
+    c² = |x|² + |y|² - 2 x·y in float64 with one batched matrix product (a single multi-threaded
+    call: hundreds of small ones stall badly when the cores are shared). Where c² is below
+    REFINE × (max |x|² + max |y|²) the formula is dominated by rounding, so those cells (near-equal
+    frames, rare) are recomputed from the frame differences: every cost then has a relative error
+    below ~1e-8 (typically ~1e-10), and equal frames cost exactly 0.
+    """
+    B, N, M = len(xs), max(map(len, xs)), max(map(len, ys))
+    n, m = np.array([len(s) for s in xs]), np.array([len(s) for s in ys])
+    x, y = np.empty((B, N, FRAME_DIM)), np.empty((B, M, FRAME_DIM))
+    for b in range(B):
+        x[b, :n[b]], y[b, :m[b]], x[b, n[b]:], y[b, m[b]:] = xs[b], ys[b], 0.0, 0.0
+        mu = y[b, :m[b]].mean(0)                                         # (534,)
+        x[b, :n[b]] -= mu
+        y[b, :m[b]] -= mu
+    xx, yy = np.einsum("bnd,bnd->bn", x, x), np.einsum("bmd,bmd->bm", y, y)  # (B, N), (B, M)
+    finite = np.isfinite(xx).all(1) & np.isfinite(yy).all(1)             # (B,)
+    if not finite.all():
+        b = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{labels[b] if labels else f'pair {b}'} contains NaN or inf")
+    sq = xx[:, :, None] + yy[:, None, :]                                 # (B, N, M)
+    torch.from_numpy(sq).baddbmm_(torch.from_numpy(x), torch.from_numpy(y).transpose(1, 2),
+                                  alpha=-2.0)                            # -2 x·y, in place
+    for b in range(B):                                                   # padding: +inf cost
+        sq[b, n[b]:], sq[b, :, m[b]:] = np.inf, np.inf
+    small = sq < REFINE * (xx.max(1) + yy.max(1))[:, None, None]         # (B, N, M)
+    if small.any():                                                      # includes all c² < 0
+        b, i, j = np.nonzero(small)
+        for s in range(0, len(b), 4096):
+            bs, is_, js = b[s:s + 4096], i[s:s + 4096], j[s:s + 4096]
+            d = x[bs, is_] - y[bs, js]                                   # (<=4096, 534)
+            sq[bs, is_, js] = np.einsum("kd,kd->k", d, d)
+    return np.sqrt(sq, out=sq).transpose(1, 2, 0)                        # (N, M, B)
+
+
+def cost_grid(N, M, P):
+    """Cost storage (N, N+M-1, P) for P pairs of at most N×M frames, pair index last.
+
+    Write pair p's costs into grid[:n_p, :m_p, p]; columns >= M are +inf padding (see
+    dtw_wavefront). Cells outside a pair's n×m block may hold anything: no valid cell reads them.
+    """
+    grid = np.zeros((N, N + M - 1, P))
+    grid[:, M:] = np.inf
+    return grid
+
+
+def dtw_wavefront(grid):
+    """Accumulated costs D of P pairs, one anti-diagonal per step.
+
+    grid: (N, N+M-1, P) local costs from cost_grid. Returns D (N+M-1, N+1, P) float64 indexed
+    [i + j, i + 1, pair]; row 0 is +inf (i = -1) and every (i, j) outside the N×M grid is +inf.
+    The DTW cost of pair p is D[n-1 + m-1, n, p].
+    """
+    N, K, P = grid.shape                                                 # K = N + M - 1
+    # In the row-padded grid the anti-diagonal k is the strided run of cells (i, k - i),
+    # i = 0..N-1, and every (i, k - i) outside the N×M block falls on a +inf pad cell.
+    s = grid.strides
+    diag = np.lib.stride_tricks.as_strided(grid, shape=(K, N, P), strides=(s[1], s[0] - s[1],
+                                           s[2]), writeable=False)       # (K, N, P) c(i, k-i)
+    M = K - N + 1
+    D = np.full((K, N + 1, P), np.inf)
+    D[0, 1] = diag[0, 0]                                                 # D(0, 0) = c(0, 0)
+    for k in range(1, K):
+        lo, hi = max(0, k - M + 1), min(k, N - 1)                        # rows i inside the grid
+        r = slice(lo + 1, hi + 2)                                        # their rows in D
+        best = np.minimum(D[k - 1, lo:hi + 1], D[k - 1, r])              # (i-1, j), (i, j-1)
+        if k >= 2:
+            np.minimum(best, D[k - 2, lo:hi + 1], out=best)              # (i-1, j-1)
+        np.add(diag[k, lo:hi + 1], best, out=D[k, r])                    # D(i, k-i)
+    return D
+
+
+def dtw_backtrack(D, n, m):
+    """Warping paths from (n-1, m-1) back to (0, 0) -> one (L_p, 2) array of (i, j) per pair.
+
+    Each step moves to the predecessor with the smallest D; ties go to the diagonal (i-1, j-1),
+    then (i-1, j), then (i, j-1).
+    """
+    q = np.arange(len(n))
+    i, j = n - 1, m - 1
+    steps = []
+    while q.size:                                                        # all pairs step together
+        steps.append((q, i, j))
+        keep = (i > 0) | (j > 0)
+        q, i, j = q[keep], i[keep], j[keep]
+        k = i + j
+        d_diag = np.where(k >= 2, D[np.maximum(k - 2, 0), i, q], np.inf)  # D(i-1, j-1)
+        d_up, d_left = D[k - 1, i, q], D[k - 1, i + 1, q]                # D(i-1, j), D(i, j-1)
+        go_diag = d_diag <= np.minimum(d_up, d_left)
+        go_up = ~go_diag & (d_up <= d_left)
+        i, j = i - (go_diag | go_up), j - ~go_up
+    q, i, j = (np.concatenate(a) for a in zip(*steps))
+    order = np.argsort(q, kind="stable")                                 # by pair, end to start
+    bounds = np.searchsorted(q[order], np.arange(len(n) + 1))
+    ij = np.stack([i[order], j[order]], 1)                               # (sum L, 2)
+    return [ij[bounds[p]:bounds[p + 1]][::-1].copy() for p in range(len(n))]
+
+
+def joint_errors(x, y, path):
+    """Per-joint distances ||p_j - r_j|| over the aligned frames of one pair -> (L, 178).
+
+    x (n, 534), y (m, 534) flattened frames; path (L, 2) aligned frame indices (i, j).
+    Computed in the inputs' precision, at least float32.
+    """
+    sq = np.square(x[path[:, 0]] - y[path[:, 1]], dtype=np.result_type(x, y, np.float32))
+    sq = sq[:, 0::3] + sq[:, 1::3] + sq[:, 2::3]                         # (L, 178) x² + y² + z²
+    return np.sqrt(sq, out=sq)
+
+
+def _chunks(n, m):
+    """Pair indices grouped by similar lengths, each chunk with <= CHUNK_CELLS padded cells."""
+    order = np.lexsort((m, n))
+    chunk, N, M = [], 0, 0
+    for p in order:
+        N2, M2 = max(N, n[p]), max(M, m[p])
+        if chunk and (len(chunk) + 1) * N2 * (N2 + M2) > CHUNK_CELLS:
+            yield np.array(chunk)
+            chunk, N2, M2 = [], n[p], m[p]
+        chunk.append(p)
+        N, M = N2, M2
+    yield np.array(chunk)
+
+
+def _aligned(preds, refs):
+    """Exact DTW of all pairs, chunk by chunk -> yields (pair, x, y, DTW cost, path)."""
+    n, m = _check_sequences(preds, "preds"), _check_sequences(refs, "refs")
+    if len(n) != len(m):
+        raise ValueError(f"got {len(n)} predicted but {len(m)} reference sequences")
+    if len(n) == 0:
+        raise ValueError("preds and refs are empty")
+    for idx in _chunks(n, m):
+        idx = idx[np.argsort(m[idx], kind="stable")]                     # tight batches below
+        cn, cm = n[idx], m[idx]
+        grid = cost_grid(cn.max(), cm.max(), len(idx))                   # (N, N+M-1, P)
+        frames = [(_flat_frames(preds[p]), _flat_frames(refs[p])) for p in idx]
+        for a in range(0, len(idx), FRAME_BATCH):
+            c = frame_costs(*zip(*frames[a:a + FRAME_BATCH]),
+                            [f"preds[{p}] or refs[{p}]" for p in idx[a:a + FRAME_BATCH]])
+            grid[:c.shape[0], :c.shape[1], a:a + c.shape[2]] = c         # (Nb, Mb, B)
+        D = dtw_wavefront(grid)                                          # (K, N+1, P)
+        total = D[cn + cm - 2, cn, np.arange(len(idx))]                  # D(n-1, m-1)
+        for a, path in enumerate(dtw_backtrack(D, cn, cm)):
+            yield idx[a], frames[a][0], frames[a][1], total[a], path
+
+
+def dtw_align(preds, refs):
+    """Exact DTW of each pair: (costs (P,) float64, paths [(L_p, 2) int arrays of (i, j)]).
+
+    preds, refs: equally long lists of (N, 178, 3) tensors or arrays (any real dtype).
+    """
+    costs, paths = np.empty(len(preds)), [None] * len(preds)
+    for p, _, _, cost, path in _aligned(preds, refs):
+        costs[p], paths[p] = cost, path
+    return costs, paths
+
+
+def dtw_mje(preds, refs):
+    """DTW-MJE: mean per-joint Euclidean distance over the DTW-aligned frames of all pairs.
+
+    preds, refs: equally long lists of (N, 178, 3) tensors or arrays (any real dtype).
+    """
+    err, count = 0.0, 0
+    for _, x, y, _, path in _aligned(preds, refs):
+        err += joint_errors(x, y, path).sum(dtype=np.float64)
+        count += len(path) * NUM_JOINTS
+    return float(err / count)
