@@ -10,14 +10,25 @@ The protocol is the one of the SLRTP 2025 challenge (REFERENCE.md §2):
   sequences concatenated.
 
 The functions score exactly what they are given: the 12.5 fps subsampling (`[::2]`) of both sides
-is the caller's job. Benchmark of the DTW:
+is the caller's job; the command line does it (--fps-step 2, on by default for 25 fps data).
 
-    python benchmarks/dtw.py
+    python evaluate.py --data-dir runs/demo/data --split test \
+        --generator runs/demo/gen1/best.pt runs/demo/gen2/best.pt \
+        --backtranslator runs/demo/bt/best.pt --out runs/demo/results.json      # Table 7
+    python evaluate.py --data-dir D --split test --predictions submission.pt --backtranslator BT.pt
+    python benchmarks/dtw.py                                                     # DTW speed
 """
+import argparse
+import json
+import os
+import sys
+
 import numpy as np
 import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
+
+from data import DataError, atomic_save, load_split, pad_stack, safe_load
 
 NUM_JOINTS = 178
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
@@ -312,3 +323,186 @@ def dtw_mje(preds, refs):
         err += joint_errors(x, y, path).sum(dtype=np.float64)
         count += len(path) * NUM_JOINTS
     return float(err / count)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: generate with each generator (or read submissions), back-translate, score (Table 7)
+# ---------------------------------------------------------------------------------------------
+
+COLUMNS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE")
+
+
+def chrf_signature():
+    """sacrebleu's signature of the chrF settings (it is only defined after one evaluation)."""
+    metric = CHRF()
+    metric.corpus_score(["a"], [["a"]])
+    return str(metric.get_signature())
+
+
+def load_backtranslator(path, device="cpu"):
+    """SignToText rebuilt from a `train.py --stage backtranslation` checkpoint, and its frame step."""
+    from backtranslation import SignToText
+    ckpt = safe_load(path, what="checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("stage") != "backtranslation":
+        stage = ckpt.get("stage") if isinstance(ckpt, dict) else None
+        raise DataError(f"{path}: a {stage!r} checkpoint, expected a back-translation checkpoint")
+    model = SignToText.from_config(ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval().to(device), ckpt.get("subsample", 2)
+
+
+def back_translate(model, seqs, beam_size=3, batch_size=32, device="cpu"):
+    """Texts for a list of (N, 178, 3) pose sequences (already at the evaluation frame rate)."""
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        poses, mask = pad_stack([torch.as_tensor(s, dtype=torch.float32) for s in seqs[i:i + batch_size]])
+        out += model.translate(poses.to(device), mask.to(device), beam_size=beam_size)
+    return out
+
+
+def score(hyps, refs, preds=None, gts=None):
+    """One results row: DTW-MJE (when poses are given), BLEU-1..4, chrF, ROUGE-L, all ×100 but DTW."""
+    row = {"DTW": dtw_mje(preds, gts) if preds is not None else None}
+    for n in range(1, 5):
+        row[f"B{n}"] = bleu(hyps, refs, n)
+    row["chrF"], row["ROUGE"] = chrf(hyps, refs), rouge_l(hyps, refs)
+    return row
+
+
+def generator_name(ckpt_args):
+    """Row name from a generator checkpoint's flags: phase 1 "A2V-SLP", phase 2 "A2V-SLP + KL",
+    plus every ablation flag that differs from the paper's best configuration."""
+    name = "A2V-SLP + KL" if ckpt_args.get("phase") == 2 else "A2V-SLP"
+    extra = []
+    if ckpt_args.get("fusion", "local") != "local":
+        extra.append(f"{ckpt_args['fusion']} attention")
+    if ckpt_args.get("window", 3) != 3:
+        extra.append(f"N={ckpt_args['window']}")
+    if ckpt_args.get("query", "none") != "none":
+        extra.append(f"{ckpt_args['query']} query q={ckpt_args.get('q')}")
+    if ckpt_args.get("hand_weights", "dynamic") != "dynamic":
+        extra.append("fixed hand weights")
+    if ckpt_args.get("vae_variant", "base") != "base":
+        extra.append(f"{ckpt_args['vae_variant']} VAE")
+    return name + (f" ({', '.join(extra)})" if extra else "")
+
+
+def read_predictions(path, names):
+    """A submission {name: Tensor[N,178,3] | {"poses_3d": ...}} (.pt, .pkl or .json) for `names`."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            obj = json.load(f)
+    elif path.endswith(".pkl"):
+        raise DataError(f"{path}: .pkl submissions are refused (unpickling can run code); "
+                        "convert it to .pt or .json")
+    else:
+        obj = safe_load(path, what="predictions file")
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict {{name: poses}}, got {type(obj).__name__}")
+    missing = [n for n in names if n not in obj]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} sample(s) of the split have no prediction, e.g. {missing[:3]}")
+    out = {}
+    for n in names:
+        v = obj[n]["poses_3d"] if isinstance(obj[n], dict) else obj[n]
+        try:
+            v = torch.as_tensor(np.asarray(v, dtype=np.float32) if isinstance(v, list) else v).float()
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{path}: sample {n!r}: poses are not numeric ({e})") from None
+        if v.dim() != 3 or v.shape[1:] != (178, 3) or v.shape[0] < 1:
+            raise DataError(f"{path}: sample {n!r}: shape {tuple(v.shape)}, expected (N, 178, 3)")
+        if not torch.isfinite(v).all():
+            raise DataError(f"{path}: sample {n!r}: non-finite values")
+        out[n] = v
+    return out
+
+
+def print_table(rows):
+    head = f"| {'Model':32s} | " + " | ".join(f"{c + ('↓' if c == 'DTW' else '↑'):>6s}" for c in COLUMNS) + " |"
+    print(head)
+    print("|" + "-" * 34 + "|" + "|".join("-" * 8 for _ in COLUMNS) + "|")
+    for r in rows:
+        cells = [("-" if r[c] is None else f"{r[c]:.3f}" if c == "DTW" else f"{r[c]:.2f}") for c in COLUMNS]
+        print(f"| {r['name']:32s} | " + " | ".join(f"{c:>6s}" for c in cells) + " |")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True, help="release folder with the ground-truth split")
+    p.add_argument("--split", default="test", help="split to score (test, dev)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--generator", nargs="+", help="generator checkpoint(s): generate, then score each")
+    src.add_argument("--predictions", nargs="+", help="submission file(s) {name: Tensor[N,178,3]} to score")
+    p.add_argument("--backtranslator", required=True, help="back-translation checkpoint (train.py --stage backtranslation)")
+    p.add_argument("--out", default="results.json", help="results file")
+    p.add_argument("--beam", type=int, default=3, help="beam size of back-translation (protocol: 3)")
+    p.add_argument("--fps-step", type=int, default=2,
+                   help="frame step applied to predictions and ground truth (2: 25 fps → 12.5 fps, the protocol)")
+    p.add_argument("--mean", action="store_true", help="generate from the predicted means instead of sampling")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    p.add_argument("--pictures", default=None, help="folder for example pictures (needs matplotlib)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    args = p.parse_args(argv)
+    try:
+        samples = load_split(os.path.join(args.data_dir, f"{args.split}.pt"))
+        names, refs = [s["name"] for s in samples], [s["text"] for s in samples]
+        gts = [s["poses_3d"][::args.fps_step] for s in samples]
+        bt, bt_step = load_backtranslator(args.backtranslator, args.device)
+        if bt_step != args.fps_step:
+            print(f"note: the back-translator was trained with frame step {bt_step}, scoring uses {args.fps_step}")
+        print(f"back-translating {len(samples)} ground-truth sequences (beam {args.beam}) ...", flush=True)
+        rows = [{"name": "GT", **score(back_translate(bt, gts, args.beam, device=args.device), refs, gts, gts)}]
+        train_texts = [s["text"] for s in load_split(os.path.join(args.data_dir, "train.pt"))]
+        constant = max(set(train_texts), key=train_texts.count)
+        baselines = [{"name": "constant text (most frequent training sentence)",
+                      **score([constant] * len(refs), refs)}]
+        generated = {}
+        for path in args.generator or args.predictions:
+            if args.generator:
+                import sample
+                name = generator_name(safe_load(path, what="checkpoint").get("args", {}))
+                print(f"generating {len(samples)} sequences with {path} ({name}) ...", flush=True)
+                preds = sample.generate_split(path, samples, not args.mean, args.seed,
+                                              cache_dir=os.path.join(args.data_dir, "cache"), device=args.device)
+                slug = name.replace(" ", "").replace("+", "_").replace("(", "_").replace(")", "").replace(",", "_")
+                pred_path = os.path.join(os.path.dirname(os.path.abspath(args.out)), f"{args.split}_{slug}.pt")
+                atomic_save(preds, pred_path)
+                print(f"  wrote {pred_path}")
+            else:
+                name, preds = os.path.basename(path), read_predictions(path, names)
+            while any(r["name"] == name for r in rows):
+                name += "'"
+            seqs = [preds[n][::args.fps_step] for n in names]
+            print(f"back-translating {name} ...", flush=True)
+            rows.append({"name": name, **score(back_translate(bt, seqs, args.beam, device=args.device), refs, seqs, gts)})
+            generated[name] = preds
+        print()
+        print_table(rows)
+        print(f"\n{len(samples)} {args.split} sequences at 25/{args.fps_step} fps; BLEU signature: {bleu_signature()}")
+        print(f"constant-text baseline: B4 {baselines[0]['B4']:.2f}, chrF {baselines[0]['chrF']:.2f}, "
+              f"ROUGE {baselines[0]['ROUGE']:.2f}")
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        result = {"rows": rows, "baselines": baselines, "split": args.split, "num_samples": len(samples),
+                  "fps_step": args.fps_step, "beam": args.beam, "bleu_signature": bleu_signature(),
+                  "chrf_signature": chrf_signature()}
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(tmp, args.out)
+        print(f"wrote {args.out}")
+        if args.pictures and generated:
+            try:
+                import render
+                first = samples[0]
+                files = render.render_example(first["poses_3d"].numpy(),
+                                              {k: v[first["name"]].numpy() for k, v in generated.items()},
+                                              os.path.join(args.pictures, "example"), first["text"])
+                print("wrote", ", ".join(files))
+            except (ImportError, SystemExit) as e:
+                print(f"pictures skipped: {e}")
+    except DataError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

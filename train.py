@@ -59,6 +59,9 @@ def get_args(argv=None):
     g.add_argument("--patience", type=int, default=None,
                    help="early stopping: epochs without a better dev loss (default: off for vae, "
                         "100 for generator, 30 for backtranslation)")
+    g.add_argument("--grad-clip", type=float, default=None,
+                   help="clip the gradient norm (default: 1.0 for backtranslation, off otherwise; "
+                        "the paper does not clip)")
     g.add_argument("--skip-bad-samples", action="store_true", help="skip malformed samples with a warning")
     g.add_argument("--skip-nonfinite", action="store_true",
                    help="skip a step whose loss is NaN/Inf (counted) instead of stopping the run")
@@ -107,11 +110,12 @@ def get_args(argv=None):
     gen.add_argument("--plateau-factor", type=float, default=0.9, help="ReduceLROnPlateau factor (§4.4: 0.9)")
     gen.add_argument("--plateau-patience", type=int, default=40, help="ReduceLROnPlateau patience (§4.4: 40)")
     bt = p.add_argument_group("backtranslation (§4.2)")
-    bt.add_argument("--bt-d-model", type=int, default=256, help="sign-to-text model width")
+    bt.add_argument("--bt-d-model", type=int, default=128, help="sign-to-text model width")
     bt.add_argument("--bt-layers", type=int, default=2, help="encoder and decoder layers")
     bt.add_argument("--bt-heads", type=int, default=4, help="attention heads")
-    bt.add_argument("--bt-ff", type=int, default=512, help="feed-forward width")
-    bt.add_argument("--bt-dropout", type=float, default=0.1, help="dropout")
+    bt.add_argument("--bt-ff", type=int, default=256, help="feed-forward width")
+    bt.add_argument("--bt-dropout", type=float, default=0.2, help="dropout")
+    bt.add_argument("--bt-label-smoothing", type=float, default=0.1, help="label smoothing of the word loss")
     bt.add_argument("--subsample", type=int, default=2, help="frame step: 2 reads 25 fps data at 12.5 fps (§4.2 protocol)")
     args = p.parse_args(argv)
     defaults = {"vae": (300, None, (0.5, 0.9)), "generator": (2000, 100, (0.9, 0.999)),
@@ -119,6 +123,8 @@ def get_args(argv=None):
     args.epochs = defaults[0] if args.epochs is None else args.epochs
     args.patience = defaults[1] if args.patience is None else args.patience
     args.adam_betas = tuple(defaults[2] if args.adam_betas is None else args.adam_betas)
+    if args.grad_clip is None:
+        args.grad_clip = 1.0 if args.stage == "backtranslation" else 0.0
     if args.stage == "generator" and args.vae is None:
         p.error("--stage generator needs --vae PATH (a trained VAE checkpoint)")
     if args.stage == "generator" and args.phase == 2 and args.init is None:
@@ -256,7 +262,8 @@ def backtranslation_stage(args, device, distributed):
     train = data.load_split(train_path, args.skip_bad_samples)
     dev = data.load_split(dev_path, args.skip_bad_samples)
     model = SignToText(build_vocab([s["text"] for s in train]), d_model=args.bt_d_model,
-                       num_heads=args.bt_heads, num_layers=args.bt_layers, ff=args.bt_ff, dropout=args.bt_dropout)
+                       num_heads=args.bt_heads, num_layers=args.bt_layers, ff=args.bt_ff, dropout=args.bt_dropout,
+                       label_smoothing=args.bt_label_smoothing)
     step = args.subsample
 
     class LossForward(torch.nn.Module):
@@ -372,6 +379,8 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
             (loss * scale).backward()
+            if args.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             optimizer.step()
             step += 1
             fault_injection(step)
