@@ -105,6 +105,10 @@ def get_args(argv=None):
                      help="fixed λ for (RH, LH, face), body 1 (§4.4.2: 14 10 2)")
     gen.add_argument("--kl-weight", type=float, default=0.01,
                      help="phase 2 weight of Eq. 4 (not given in the paper)")
+    gen.add_argument("--kl-logvar-floor", type=float, default=-4.0,
+                     help="phase 2: both log-variances are clamped from below inside Eq. 4 (not in the paper; "
+                          "with β = 1e-6 the VAE posteriors are nearly deterministic, log σ² down to -35, and the "
+                          "exact KL to them is ~1e20); a very negative value restores the exact Eq. 4")
     gen.add_argument("--length-weight", type=float, default=1.0, help="weight of the length L1 loss")
     gen.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (§4.4: 1e-4)")
     gen.add_argument("--plateau-factor", type=float, default=0.9, help="ReduceLROnPlateau factor (§4.4: 0.9)")
@@ -235,7 +239,8 @@ def generator_stage(args, device, distributed):
         total = l1 + args.length_weight * length
         logs = {"latent_l1": l1, "length": length, **{f"L_{a}": t for a, t in terms.items()}}
         if args.phase == 2:
-            kl = G.gaussian_kl(out["mu"], out["logvar"], mu, logvar, mask)                  # Eq. (4)
+            floor = args.kl_logvar_floor
+            kl = G.gaussian_kl(out["mu"], out["logvar"].clamp(min=floor), mu, logvar.clamp(min=floor), mask)  # Eq. (4)
             total = total + args.kl_weight * kl
             logs["kl"] = kl
         if boost is not None and m.training:
