@@ -79,6 +79,9 @@ def main(argv=None):
     if (args.text is None) == (args.data_dir is None):
         p.error("give either --data-dir (with --split) or --text")
     try:
+        for i, t in enumerate(args.text or []):
+            if not t.strip():
+                raise DataError(f"--text #{i + 1} is empty: nothing to sign")
         if args.text is not None:
             model, vae, ckpt = load_generator(args.generator, args.device)
             poses = generate_poses(model, vae, args.text, ckpt["bert"], not args.mean, args.seed,

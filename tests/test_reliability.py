@@ -178,6 +178,10 @@ def test_bad_flags_and_checkpoints(trained, tmp_path):
         ([PY, "train.py", "--stage", "backtranslation", "--data-dir", d, "--out-dir", str(out)], ["last.pt", "'vae' checkpoint"], 1),
         ([PY, "sample.py", "--generator", str(out / "best.pt"), "--text", "am montag", "--out", str(tmp_path / "o.pt")],
          ["best.pt", "'vae' checkpoint", "generator"], 1),
+        ([PY, "sample.py", "--generator", str(out / "best.pt"), "--text", "  ", "--out", str(tmp_path / "o.pt")],
+         ["--text #1 is empty"], 1),
+        ([PY, "evaluate.py", "--data-dir", d, "--split", "dev", "--predictions", str(out / "best.pt"), "--backtranslator",
+          str(out / "best.pt"), "--out", str(tmp_path / "r.json")], ["best.pt", "'vae' checkpoint", "back-translation"], 1),
     ]
     for cmd, needles, code in cases:
         assert_clean_error(run(cmd), *needles, code=code)
