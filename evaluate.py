@@ -460,10 +460,12 @@ def main(argv=None):
         for path in args.generator or args.predictions:
             if args.generator:
                 import sample
-                name = generator_name(safe_load(path, what="checkpoint").get("args", {}))
+                model, vae, ckpt = sample.load_generator(path, args.device)
+                name = generator_name(ckpt.get("args", {}))
                 print(f"generating {len(samples)} sequences with {path} ({name}) ...", flush=True)
-                preds = sample.generate_split(path, samples, not args.mean, args.seed,
+                poses = sample.generate_poses(model, vae, refs, ckpt["bert"], not args.mean, args.seed,
                                               cache_dir=os.path.join(args.data_dir, "cache"), device=args.device)
+                preds = dict(zip(names, poses))
                 slug = name.replace(" ", "").replace("+", "_").replace("(", "_").replace(")", "").replace(",", "_")
                 pred_path = os.path.join(os.path.dirname(os.path.abspath(args.out)), f"{args.split}_{slug}.pt")
                 atomic_save(preds, pred_path)

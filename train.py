@@ -147,15 +147,16 @@ def get_args(argv=None):
 # (frames, tokens), so the loop can weight each rank and make a split batch equal a whole one.
 # ---------------------------------------------------------------------------------------------
 
-def split_paths(args):
-    return os.path.join(args.data_dir, "train.pt"), os.path.join(args.data_dir, "dev.pt")
+def load_train_dev(args):
+    """(train_path, dev_path, train samples, dev samples) of --data-dir, validated."""
+    train_path, dev_path = os.path.join(args.data_dir, "train.pt"), os.path.join(args.data_dir, "dev.pt")
+    return (train_path, dev_path, data.load_split(train_path, args.skip_bad_samples),
+            data.load_split(dev_path, args.skip_bad_samples))
 
 
 def vae_stage(args, device, distributed):
     from vae import DisentangledVAE, vae_loss
-    train_path, dev_path = split_paths(args)
-    train = data.load_split(train_path, args.skip_bad_samples)
-    dev = data.load_split(dev_path, args.skip_bad_samples)
+    train_path, dev_path, train, dev = load_train_dev(args)
     model = DisentangledVAE(args.vae_variant)
     frames = torch.cat([s["poses_3d"] for s in train])                    # (ΣN, 178, 3)
     model.set_pose_stats(frames.mean(0), frames.std(0))
@@ -187,9 +188,7 @@ def vae_stage(args, device, distributed):
 def generator_stage(args, device, distributed):
     import generator as G
     from vae import cached_latents, load_vae
-    train_path, dev_path = split_paths(args)
-    train = data.load_split(train_path, args.skip_bad_samples)
-    dev = data.load_split(dev_path, args.skip_bad_samples)
+    train_path, dev_path, train, dev = load_train_dev(args)
     vae_ckpt = safe_load(args.vae, what="VAE checkpoint")
     if vae_ckpt.get("stage") != "vae":
         raise DataError(f"--vae {args.vae}: a {vae_ckpt.get('stage')!r} checkpoint, expected stage 'vae'")
@@ -263,9 +262,7 @@ def generator_stage(args, device, distributed):
 
 def backtranslation_stage(args, device, distributed):
     from backtranslation import SignToText, build_vocab
-    train_path, dev_path = split_paths(args)
-    train = data.load_split(train_path, args.skip_bad_samples)
-    dev = data.load_split(dev_path, args.skip_bad_samples)
+    train_path, dev_path, train, dev = load_train_dev(args)
     model = SignToText(build_vocab([s["text"] for s in train]), d_model=args.bt_d_model,
                        num_heads=args.bt_heads, num_layers=args.bt_layers, ff=args.bt_ff, dropout=args.bt_dropout,
                        label_smoothing=args.bt_label_smoothing)
@@ -376,8 +373,7 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
             if optimizer is not None and args.skip_nonfinite:
                 skips += 1
                 log.warning("non-finite loss skipped (%s); %d skipped so far", where, skips)
-                if optimizer is not None:
-                    optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)
                 continue
             raise FloatingPointError(f"non-finite loss ({loss.item()}) at {where}; the last good "
                                      "checkpoint is kept (use --skip-nonfinite to skip such steps)")
@@ -394,8 +390,8 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
         count_total += count
         frames += int(batch["frame_mask"].sum())
     keys = sorted(sums)
-    packed = torch.stack([sums[k] for k in keys] + [count_total, torch.tensor(float(frames), dtype=torch.float64, device=device)]) \
-        if keys else torch.stack([count_total, torch.tensor(float(frames), dtype=torch.float64, device=device)])
+    frames_t = torch.tensor(float(frames), dtype=torch.float64, device=device)
+    packed = torch.stack([sums[k] for k in keys] + [count_total, frames_t])   # one all-reduce for all
     packed = all_reduce_sum(packed, distributed)
     means = {k: (packed[i] / packed[-2]).item() for i, k in enumerate(keys)}
     return means, int(packed[-1].item()), step, skips
