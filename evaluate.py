@@ -22,6 +22,8 @@ import argparse
 import json
 import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -113,12 +115,14 @@ def rouge_l(hyps, refs, beta=1.2):
 #     D(0, 0) = c(0, 0),   D(i, j) = c(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1)),
 # with +inf outside the n×m grid; the DTW cost is D(n-1, m-1). All cells of an anti-diagonal
 # k = i + j depend only on diagonals k-1 and k-2, so each diagonal is one vectorised numpy step,
-# taken for a whole chunk of pairs at once (pair index innermost, so each step reads contiguous
-# memory). Backtracking walks from (n-1, m-1) to (0, 0), always to the predecessor with the
-# smallest D; ties are broken in the fixed order diagonal, then (i-1, j), then (i, j-1).
+# taken for a whole chunk of pairs at once (pair index innermost, so each step reads runs of
+# contiguous memory). Backtracking walks from (n-1, m-1) to (0, 0), always to the predecessor with
+# the smallest D; ties are broken in the fixed order diagonal, then (i-1, j), then (i, j-1).
+# Pairs are sorted by length and cut into chunks of equal work; the chunks run on worker threads
+# (numpy and torch release the GIL in their loops), each with its own reused scratch memory.
 
-CHUNK_CELLS = 1 << 22  # padded DTW cells per chunk of pairs (bounds memory to ~70 MB)
-FRAME_BATCH = 32       # pairs per batched matrix product
+CHUNK_CELLS = 1 << 20  # DTW cells (sum of n·m) per chunk; costs and D take ~20 MB per worker
+FRAME_BATCH = 16       # pairs per batched matrix product
 REFINE = 1e-6          # relative size of c² below which a cost is recomputed from differences
 
 
@@ -153,101 +157,114 @@ def _flat_frames(seq):
     return seq.reshape(len(seq), FRAME_DIM)
 
 
-def frame_costs(xs, ys, labels=None):
-    """Local costs c(i, j) = ||x_i - y_j|| of a batch of pairs -> (N, M, B) float64, +inf padded.
+def _scratch(pool, key, shape):
+    """An uninitialised float64 array of `shape` in memory kept in pool[key] and reused.
 
-    xs, ys: lists of B frame arrays (n_b, 534), (m_b, 534). Both sequences of a pair are first
-    shifted by its mean reference frame (distances unchanged, less cancellation error), then
-    c² = |x|² + |y|² - 2 x·y in float64 with one batched matrix product (a single multi-threaded
-    call: hundreds of small ones stall badly when the cores are shared). Where c² is below
-    REFINE × (max |x|² + max |y|²) the formula is dominated by rounding, so those cells (near-equal
-    frames, rare) are recomputed from the frame differences: every cost then has a relative error
-    below ~1e-8 (typically ~1e-10), and equal frames cost exactly 0.
+    Fresh multi-megabyte arrays are paid for page by page (a fault per 4 kB) on every chunk;
+    reused ones are not. pool is a plain dict owned by one worker thread.
     """
-    B, N, M = len(xs), max(map(len, xs)), max(map(len, ys))
+    size = int(np.prod(shape))
+    if pool.get(key) is None or pool[key].size < size:
+        pool[key] = np.empty(size)
+    return pool[key][:size].reshape(shape)
+
+
+def frame_costs(xs, ys, out, labels=None, pool=None):
+    """Local costs c(i, j) = ||x_i - y_j|| of a batch of B pairs, written into out (N, M, B).
+
+    xs, ys: lists of B frame arrays (n_b, 534), (m_b, 534) with n_b <= N, m_b <= M; out: float64
+    (N, M, B), pair index last (a slice of the wavefront grid); cells outside a pair's n_b × m_b
+    block get +inf. c² = |x|² + |y|² - 2 x·y in float64 with one batched matrix product (a single
+    multi-threaded call: hundreds of small ones stall badly when the cores are shared). Its
+    rounding error is a few ulps of |x|² + |y|², so where c² is below REFINE × (max |x|² + max |y|²)
+    of the pair (near-equal frames, rare) the cost is recomputed from the frame differences. Every
+    cost then has a relative error below ~1e-9 (typically ~1e-14), and equal frames cost exactly 0.
+    """
+    pool = {} if pool is None else pool
     n, m = np.array([len(s) for s in xs]), np.array([len(s) for s in ys])
-    x, y = np.empty((B, N, FRAME_DIM)), np.empty((B, M, FRAME_DIM))
-    for b in range(B):
+    N, M, B = n.max(), m.max(), len(xs)                                  # this batch's own size
+    out[N:], out[:, M:] = np.inf, np.inf
+    out = out[:N, :M]
+    x, y = _scratch(pool, "x", (B, N, FRAME_DIM)), _scratch(pool, "y", (B, M, FRAME_DIM))
+    for b in range(B):                                                   # float64, zero-padded
         x[b, :n[b]], y[b, :m[b]], x[b, n[b]:], y[b, m[b]:] = xs[b], ys[b], 0.0, 0.0
-        mu = y[b, :m[b]].mean(0)                                         # (534,)
-        x[b, :n[b]] -= mu
-        y[b, :m[b]] -= mu
-    xx, yy = np.einsum("bnd,bnd->bn", x, x), np.einsum("bmd,bmd->bm", y, y)  # (B, N), (B, M)
+    xx = np.matmul(x[..., None, :], x[..., :, None])[..., 0, 0]          # (B, N) |x_i|²
+    yy = np.matmul(y[..., None, :], y[..., :, None])[..., 0, 0]          # (B, M) |y_j|²
     finite = np.isfinite(xx).all(1) & np.isfinite(yy).all(1)             # (B,)
     if not finite.all():
         b = int(np.flatnonzero(~finite)[0])
         raise ValueError(f"{labels[b] if labels else f'pair {b}'} contains NaN or inf")
-    sq = xx[:, :, None] + yy[:, None, :]                                 # (B, N, M)
+    sq = _scratch(pool, "sq", (B, N, M))
+    np.add(xx[:, :, None], yy[:, None, :], out=sq)                       # |x|² + |y|²
     torch.from_numpy(sq).baddbmm_(torch.from_numpy(x), torch.from_numpy(y).transpose(1, 2),
                                   alpha=-2.0)                            # -2 x·y, in place
     for b in range(B):                                                   # padding: +inf cost
         sq[b, n[b]:], sq[b, :, m[b]:] = np.inf, np.inf
-    small = sq < REFINE * (xx.max(1) + yy.max(1))[:, None, None]         # (B, N, M)
-    if small.any():                                                      # includes all c² < 0
-        b, i, j = np.nonzero(small)
-        for s in range(0, len(b), 4096):
-            bs, is_, js = b[s:s + 4096], i[s:s + 4096], j[s:s + 4096]
-            d = x[bs, is_] - y[bs, js]                                   # (<=4096, 534)
-            sq[bs, is_, js] = np.einsum("kd,kd->k", d, d)
-    return np.sqrt(sq, out=sq).transpose(1, 2, 0)                        # (N, M, B)
+    limit = REFINE * (xx.max(1) + yy.max(1))                             # (B,)
+    for b in np.flatnonzero(sq.min(axis=(1, 2)) < limit):                # includes all c² < 0
+        i, j = np.nonzero(sq[b] < limit[b])
+        for s in range(0, len(i), 4096):
+            d = x[b, i[s:s + 4096]] - y[b, j[s:s + 4096]]                # (<=4096, 534)
+            sq[b, i[s:s + 4096], j[s:s + 4096]] = np.einsum("kd,kd->k", d, d)
+    np.sqrt(sq.transpose(1, 2, 0), out=out)                              # (N, M, B)
+    return out
 
 
-def cost_grid(N, M, P):
-    """Cost storage (N, N+M-1, P) for P pairs of at most N×M frames, pair index last.
+def antidiagonals(a):
+    """View of a C-contiguous (R, C, P) array as (R+C-1, R, P) with view[k, i] = a[i, k - i].
 
-    Write pair p's costs into grid[:n_p, :m_p, p]; columns >= M are +inf padding (see
-    dtw_wavefront). Cells outside a pair's n×m block may hold anything: no valid cell reads them.
+    Only the entries with 0 <= k - i < C are cells of anti-diagonal k; the others alias other
+    cells of a, never memory outside it (view[k, i] starts k + i·(C-1) cells into a, at most
+    R·C - 1), so the view is safe as long as each diagonal is sliced to its valid rows i.
     """
-    grid = np.zeros((N, N + M - 1, P))
-    grid[:, M:] = np.inf
-    return grid
+    R, C, _ = a.shape
+    if not a.flags.c_contiguous:
+        raise ValueError("antidiagonals needs a C-contiguous array")
+    s = a.strides
+    return np.lib.stride_tricks.as_strided(a, shape=(R + C - 1,) + a.shape[::2],
+                                           strides=(s[1], s[0] - s[1], s[2]))
 
 
-def dtw_wavefront(grid):
-    """Accumulated costs D of P pairs, one anti-diagonal per step.
+def dtw_wavefront(grid, pool=None):
+    """Accumulated costs of P pairs, one anti-diagonal per step.
 
-    grid: (N, N+M-1, P) local costs from cost_grid. Returns D (N+M-1, N+1, P) float64 indexed
-    [i + j, i + 1, pair]; row 0 is +inf (i = -1) and every (i, j) outside the N×M grid is +inf.
-    The DTW cost of pair p is D[n-1 + m-1, n, p].
+    grid: C-contiguous (N, M, P) local costs, pair index last (cells outside a pair's n×m block
+    never reach its own cells). Returns D (N+1, M+1, P) float64 with D[i+1, j+1] = D(i, j); row 0
+    and column 0 (i = -1 or j = -1) are +inf. The DTW cost of pair p is D[n_p, m_p, p].
     """
-    N, K, P = grid.shape                                                 # K = N + M - 1
-    # In the row-padded grid the anti-diagonal k is the strided run of cells (i, k - i),
-    # i = 0..N-1, and every (i, k - i) outside the N×M block falls on a +inf pad cell.
-    s = grid.strides
-    diag = np.lib.stride_tricks.as_strided(grid, shape=(K, N, P), strides=(s[1], s[0] - s[1],
-                                           s[2]), writeable=False)       # (K, N, P) c(i, k-i)
-    M = K - N + 1
-    D = np.full((K, N + 1, P), np.inf)
-    D[0, 1] = diag[0, 0]                                                 # D(0, 0) = c(0, 0)
-    for k in range(1, K):
-        lo, hi = max(0, k - M + 1), min(k, N - 1)                        # rows i inside the grid
-        r = slice(lo + 1, hi + 2)                                        # their rows in D
-        best = np.minimum(D[k - 1, lo:hi + 1], D[k - 1, r])              # (i-1, j), (i, j-1)
-        if k >= 2:
-            np.minimum(best, D[k - 2, lo:hi + 1], out=best)              # (i-1, j-1)
-        np.add(diag[k, lo:hi + 1], best, out=D[k, r])                    # D(i, k-i)
+    N, M, P = grid.shape
+    D = _scratch({} if pool is None else pool, "D", (N + 1, M + 1, P))
+    D[0], D[:, 0] = np.inf, np.inf
+    D[1, 1] = grid[0, 0]                                                 # D(0, 0) = c(0, 0)
+    c, d = antidiagonals(grid), antidiagonals(D)     # c[k, i] = c(i, k-i), d[s, a] = D[a, s-a]
+    for k in range(1, N + M - 1):
+        lo, hi = max(0, k - M + 1), min(k, N - 1)                        # cells (i, k-i) in grid
+        best = np.minimum(d[k + 1, lo:hi + 1], d[k + 1, lo + 1:hi + 2])  # D(i-1, j), D(i, j-1)
+        np.minimum(best, d[k, lo:hi + 1], out=best)                      # D(i-1, j-1)
+        np.add(c[k, lo:hi + 1], best, out=d[k + 2, lo + 1:hi + 2])       # D(i, j), j = k - i
     return D
 
 
 def dtw_backtrack(D, n, m):
     """Warping paths from (n-1, m-1) back to (0, 0) -> one (L_p, 2) array of (i, j) per pair.
 
-    Each step moves to the predecessor with the smallest D; ties go to the diagonal (i-1, j-1),
-    then (i-1, j), then (i, j-1).
+    D from dtw_wavefront. Each step moves to the predecessor with the smallest D; ties go to the
+    diagonal (i-1, j-1), then (i-1, j), then (i, j-1).
     """
     q = np.arange(len(n))
     i, j = n - 1, m - 1
     steps = []
-    while q.size:                                                        # all pairs step together
+    while True:                                                          # all pairs step together
         steps.append((q, i, j))
-        keep = (i > 0) | (j > 0)
-        q, i, j = q[keep], i[keep], j[keep]
-        k = i + j
-        d_diag = np.where(k >= 2, D[np.maximum(k - 2, 0), i, q], np.inf)  # D(i-1, j-1)
-        d_up, d_left = D[k - 1, i, q], D[k - 1, i + 1, q]                # D(i-1, j), D(i, j-1)
-        go_diag = d_diag <= np.minimum(d_up, d_left)
-        go_up = ~go_diag & (d_up <= d_left)
-        i, j = i - (go_diag | go_up), j - ~go_up
+        if not ((i > 0) | (j > 0)).all():                                # some reached (0, 0)
+            live = (i > 0) | (j > 0)
+            q, i, j = q[live], i[live], j[live]
+            if not q.size:
+                break
+        up, left = D[i, j + 1, q], D[i + 1, j, q]                        # D(i-1, j), D(i, j-1)
+        diagonal = D[i, j, q] <= np.minimum(up, left)                    # D(i-1, j-1) smallest
+        up = up <= left
+        i, j = i - (diagonal | up), j - (diagonal | ~up)
     q, i, j = (np.concatenate(a) for a in zip(*steps))
     order = np.argsort(q, kind="stable")                                 # by pair, end to start
     bounds = np.searchsorted(q[order], np.arange(len(n) + 1))
@@ -261,45 +278,61 @@ def joint_errors(x, y, path):
     x (n, 534), y (m, 534) flattened frames; path (L, 2) aligned frame indices (i, j).
     Computed in the inputs' precision, at least float32.
     """
-    sq = np.square(x[path[:, 0]] - y[path[:, 1]], dtype=np.result_type(x, y, np.float32))
-    sq = sq[:, 0::3] + sq[:, 1::3] + sq[:, 2::3]                         # (L, 178) x² + y² + z²
+    d = x[path[:, 0]].astype(np.result_type(x, y, np.float32), copy=False)
+    d -= y[path[:, 1]]
+    d *= d
+    sq = d[:, 0::3] + d[:, 1::3]
+    sq += d[:, 2::3]                                                     # (L, 178) x² + y² + z²
     return np.sqrt(sq, out=sq)
 
 
-def _chunks(n, m):
-    """Pair indices grouped by similar lengths, each chunk with <= CHUNK_CELLS padded cells."""
+def _chunks(n, m, workers=1):
+    """Pair indices in chunks of similar lengths and equal work (n·m cells summed), a multiple of
+    `workers` many, each of at most about CHUNK_CELLS cells (more if one pair is larger)."""
     order = np.lexsort((m, n))
-    chunk, N, M = [], 0, 0
-    for p in order:
-        N2, M2 = max(N, n[p]), max(M, m[p])
-        if chunk and (len(chunk) + 1) * N2 * (N2 + M2) > CHUNK_CELLS:
-            yield np.array(chunk)
-            chunk, N2, M2 = [], n[p], m[p]
-        chunk.append(p)
-        N, M = N2, M2
-    yield np.array(chunk)
+    cells = np.cumsum(n[order] * m[order])
+    count = workers * max(1, -(-int(cells[-1]) // (workers * CHUNK_CELLS)))   # ceil
+    bounds = np.searchsorted(cells, cells[-1] * np.arange(1, count) / count, side="right")
+    return [chunk for chunk in np.split(order, bounds) if len(chunk)]
 
 
-def _aligned(preds, refs):
-    """Exact DTW of all pairs, chunk by chunk -> yields (pair, x, y, DTW cost, path)."""
+def _dtw_chunks(preds, refs, finish):
+    """Exact DTW of all pairs, a chunk of similar lengths at a time, on worker threads.
+
+    For each chunk, in order, yields finish(idx, xs, ys, costs, paths): the chunk's pair indices,
+    their flattened frames, DTW costs and warping paths. Chunks run on torch.get_num_threads()
+    threads at most (the heavy numpy and torch calls release the GIL); each thread reuses its own
+    scratch memory. Paths do not depend on the number of threads or the chunking.
+    """
     n, m = _check_sequences(preds, "preds"), _check_sequences(refs, "refs")
     if len(n) != len(m):
         raise ValueError(f"got {len(n)} predicted but {len(m)} reference sequences")
     if len(n) == 0:
         raise ValueError("preds and refs are empty")
-    for idx in _chunks(n, m):
+    local = threading.local()
+
+    def run(idx):
+        pool = local.__dict__.setdefault("pool", {})
         idx = idx[np.argsort(m[idx], kind="stable")]                     # tight batches below
         cn, cm = n[idx], m[idx]
-        grid = cost_grid(cn.max(), cm.max(), len(idx))                   # (N, N+M-1, P)
-        frames = [(_flat_frames(preds[p]), _flat_frames(refs[p])) for p in idx]
+        N, M = cn.max(), cm.max()
+        xs, ys = [_flat_frames(preds[p]) for p in idx], [_flat_frames(refs[p]) for p in idx]
+        grid = _scratch(pool, "grid", (N, M, len(idx)))                  # costs, pair index last
         for a in range(0, len(idx), FRAME_BATCH):
-            c = frame_costs(*zip(*frames[a:a + FRAME_BATCH]),
-                            [f"preds[{p}] or refs[{p}]" for p in idx[a:a + FRAME_BATCH]])
-            grid[:c.shape[0], :c.shape[1], a:a + c.shape[2]] = c         # (Nb, Mb, B)
-        D = dtw_wavefront(grid)                                          # (K, N+1, P)
-        total = D[cn + cm - 2, cn, np.arange(len(idx))]                  # D(n-1, m-1)
-        for a, path in enumerate(dtw_backtrack(D, cn, cm)):
-            yield idx[a], frames[a][0], frames[a][1], total[a], path
+            b = slice(a, a + FRAME_BATCH)
+            frame_costs(xs[b], ys[b], grid[:, :, b],
+                        [f"preds[{p}] or refs[{p}]" for p in idx[b]], pool)
+        D = dtw_wavefront(grid, pool)                                    # (N+1, M+1, P)
+        costs = D[cn, cm, np.arange(len(idx))]                           # D(n-1, m-1)
+        return finish(idx, xs, ys, costs, dtw_backtrack(D, cn, cm))
+
+    workers = min(len(n), torch.get_num_threads())
+    chunks = _chunks(n, m, workers)
+    if workers <= 1:
+        yield from map(run, chunks)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(run, chunks)
 
 
 def dtw_align(preds, refs):
@@ -308,8 +341,11 @@ def dtw_align(preds, refs):
     preds, refs: equally long lists of (N, 178, 3) tensors or arrays (any real dtype).
     """
     costs, paths = np.empty(len(preds)), [None] * len(preds)
-    for p, _, _, cost, path in _aligned(preds, refs):
-        costs[p], paths[p] = cost, path
+    for idx, chunk_costs, chunk_paths in _dtw_chunks(
+            preds, refs, lambda idx, xs, ys, c, ps: (idx, c, ps)):
+        costs[idx] = chunk_costs
+        for p, path in zip(idx, chunk_paths):
+            paths[p] = path
     return costs, paths
 
 
@@ -318,11 +354,14 @@ def dtw_mje(preds, refs):
 
     preds, refs: equally long lists of (N, 178, 3) tensors or arrays (any real dtype).
     """
-    err, count = 0.0, 0
-    for _, x, y, _, path in _aligned(preds, refs):
-        err += joint_errors(x, y, path).sum(dtype=np.float64)
-        count += len(path) * NUM_JOINTS
-    return float(err / count)
+    def errors(idx, xs, ys, costs, paths):             # per pair: summed joint errors, count
+        return idx, [joint_errors(x, y, path).sum(dtype=np.float64)
+                     for x, y, path in zip(xs, ys, paths)], [len(path) for path in paths]
+
+    err, count = np.zeros(len(preds)), np.zeros(len(preds), dtype=np.int64)
+    for idx, chunk_err, chunk_count in _dtw_chunks(preds, refs, errors):
+        err[idx], count[idx] = chunk_err, chunk_count
+    return float(err.sum() / (count.sum() * NUM_JOINTS))  # summed in pair order: no chunk effect
 
 
 # ---------------------------------------------------------------------------------------------

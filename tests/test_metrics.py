@@ -2,6 +2,7 @@
 import math
 import os
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -177,10 +178,92 @@ def test_dtw_chunking_and_batching_change_nothing(monkeypatch):
     np.testing.assert_allclose(costs2, costs, rtol=1e-12)
     for a, b in zip(paths, paths2):
         np.testing.assert_array_equal(a, b)
-    assert evaluate.dtw_mje(preds, refs) == pytest.approx(mje, rel=1e-12)
+    assert evaluate.dtw_mje(preds, refs) == mje  # same paths, errors summed in pair order
     # one pair at a time
     singles = [evaluate.dtw_align([p], [r])[0][0] for p, r in zip(preds, refs)]
     np.testing.assert_allclose(singles, costs, rtol=1e-12)
+
+
+@pytest.fixture
+def torch_threads():
+    """Sets torch's thread count (which also bounds the DTW worker threads), restored after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_dtw_worker_threads_change_nothing(monkeypatch, torch_threads):
+    preds, refs = random_pairs(LENGTHS * 4, seed=5)
+    monkeypatch.setattr(evaluate, "CHUNK_CELLS", 400)                # many chunks
+    torch_threads(1)
+    costs, paths = evaluate.dtw_align(preds, refs)
+    mje = evaluate.dtw_mje(preds, refs)
+    threads = set()
+    frame_costs = evaluate.frame_costs
+
+    def spy(*args, **kwargs):
+        threads.add(threading.get_ident())
+        return frame_costs(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "frame_costs", spy)
+    torch_threads(2)
+    costs2, paths2 = evaluate.dtw_align(preds, refs)
+    assert len(threads) == 2  # the chunks really ran on two worker threads
+    np.testing.assert_allclose(costs2, costs, rtol=1e-12)
+    for a, b in zip(paths, paths2):
+        np.testing.assert_array_equal(a, b)
+    assert evaluate.dtw_mje(preds, refs) == mje  # same paths, errors summed in pair order
+
+
+def test_dtw_bad_pair_found_on_a_worker_thread_is_named(monkeypatch, torch_threads):
+    preds, refs = random_pairs(LENGTHS * 2, seed=6)
+    refs[13][2, 5, 1] = float("nan")
+    monkeypatch.setattr(evaluate, "CHUNK_CELLS", 400)
+    torch_threads(2)
+    with pytest.raises(ValueError, match=r"preds\[13\] or refs\[13\] contains NaN or inf"):
+        evaluate.dtw_mje(preds, refs)
+
+
+def naive_accumulate(c):
+    """D(i, j) = c(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1)) cell by cell, +inf outside."""
+    n, m = c.shape
+    D = np.full((n, m), np.inf)
+    for i in range(n):
+        for j in range(m):
+            D[i, j] = c[i, j] + (0.0 if i == j == 0 else min(
+                D[i - 1, j - 1] if i and j else np.inf, D[i - 1, j] if i else np.inf,
+                D[i, j - 1] if j else np.inf))
+    return D
+
+
+@pytest.mark.parametrize("N, M", [(1, 1), (1, 6), (6, 1), (2, 2), (4, 9), (9, 4), (7, 7)])
+def test_dtw_wavefront_in_dirty_scratch_memory_matches_naive_recursion(N, M):
+    # scratch memory full of NaN: one read of an entry that was never set poisons the result
+    rng = np.random.default_rng(N * 10 + M)
+    n = np.array([N, max(1, N - 1), N, 1])                           # shorter pairs are padded
+    m = np.array([M, M, max(1, M - 2), 1])
+    c = rng.random((N, M, len(n)))
+    for p in range(len(n)):
+        c[n[p]:, :, p], c[:, m[p]:, p] = np.inf, np.inf
+    D = evaluate.dtw_wavefront(c, {"D": np.full(4096, np.nan)})
+    paths = evaluate.dtw_backtrack(D, n, m)
+    for p in range(len(n)):
+        ref = naive_accumulate(c[:n[p], :m[p], p])
+        np.testing.assert_array_equal(D[1:n[p] + 1, 1:m[p] + 1, p], ref)  # same sums, same order
+        assert paths[p][0].tolist() == [0, 0] and paths[p][-1].tolist() == [n[p] - 1, m[p] - 1]
+        steps = np.diff(paths[p], axis=0)
+        assert ((steps >= 0) & (steps <= 1)).all() and (steps.sum(1) >= 1).all()
+        assert sum(c[a, b, p] for a, b in paths[p]) == pytest.approx(ref[-1, -1], rel=1e-12)
+
+
+def test_antidiagonals_view():
+    a = np.arange(4 * 6 * 2, dtype=float).reshape(4, 6, 2)
+    view = evaluate.antidiagonals(a)
+    for k in range(4 + 6 - 1):
+        for i in range(max(0, k - 5), min(k, 3) + 1):
+            np.testing.assert_array_equal(view[k, i], a[i, k - i])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        evaluate.antidiagonals(a[:, ::2])
 
 
 def test_dtw_mje_zero_for_identical_and_time_warped_copies():
