@@ -122,39 +122,34 @@ def rouge_l(hyps, refs, beta=1.2):
 # (numpy and torch release the GIL in their loops), each with its own reused scratch memory.
 
 CHUNK_CELLS = 1 << 20  # DTW cells (sum of n·m) per chunk; costs and D take ~20 MB per worker
-FRAME_BATCH = 16       # pairs per batched matrix product
+FRAME_BATCH = 8        # pairs per batched matrix product
 REFINE = 1e-6          # relative size of c² below which a cost is recomputed from differences
 
 
-def _check_sequences(seqs, name):
-    """Validates a list of (N, 178, 3) sequences; returns their lengths (P,)."""
+def _frames(seqs, name):
+    """Checks a list of (N, 178, 3) sequences -> their frames as numpy (N, 534) arrays (views
+    where possible; half precision becomes float32) and their lengths (P,)."""
     if not isinstance(seqs, (list, tuple)):
         raise ValueError(f"{name} must be a list of (N, {NUM_JOINTS}, 3) sequences, "
                          f"got {type(seqs).__name__}")
-    lengths = []
+    frames = []
     for k, seq in enumerate(seqs):
-        if not isinstance(seq, (torch.Tensor, np.ndarray)):
+        if isinstance(seq, torch.Tensor):
+            if seq.dtype == torch.bool or seq.is_complex():
+                raise ValueError(f"{name}[{k}] must be real-valued, got dtype {seq.dtype}")
+            seq = seq.detach().cpu()
+            seq = (seq.float() if seq.dtype in (torch.float16, torch.bfloat16) else seq).numpy()
+        elif not isinstance(seq, np.ndarray):
             raise ValueError(f"{name}[{k}] must be a torch.Tensor or numpy array, "
                              f"got {type(seq).__name__}")
-        if seq.ndim != 3 or tuple(seq.shape[1:]) != (NUM_JOINTS, 3) or seq.shape[0] == 0:
+        elif seq.dtype.kind not in "fiu":
+            raise ValueError(f"{name}[{k}] must be real-valued, got dtype {seq.dtype}")
+        if seq.ndim != 3 or seq.shape[1:] != (NUM_JOINTS, 3) or len(seq) == 0:
             raise ValueError(f"{name}[{k}] must have shape (N, {NUM_JOINTS}, 3) with N >= 1, "
                              f"got {tuple(seq.shape)}")
-        if (seq.dtype.kind not in "fiu" if isinstance(seq, np.ndarray)
-                else seq.dtype == torch.bool or seq.is_complex()):
-            raise ValueError(f"{name}[{k}] must be real-valued, got dtype {seq.dtype}")
-        lengths.append(seq.shape[0])
-    return np.array(lengths, dtype=np.int64)
-
-
-def _flat_frames(seq):
-    """(N, 178, 3) tensor or array -> numpy (N, 534), a view when possible (no torch op)."""
-    if isinstance(seq, torch.Tensor):
-        seq = seq.detach().cpu()
-        seq = seq.float() if seq.dtype in (torch.bfloat16, torch.float16) else seq
-        seq = seq.numpy()
-    elif seq.dtype == np.float16:
-        seq = seq.astype(np.float32)
-    return seq.reshape(len(seq), FRAME_DIM)
+        frames.append((seq.astype(np.float32) if seq.dtype == np.float16 else seq)
+                      .reshape(len(seq), FRAME_DIM))
+    return frames, np.array([len(f) for f in frames], dtype=np.int64)
 
 
 def _scratch(pool, key, shape):
@@ -206,7 +201,7 @@ def frame_costs(xs, ys, out, labels=None, pool=None):
         for s in range(0, len(i), 4096):
             d = x[b, i[s:s + 4096]] - y[b, j[s:s + 4096]]                # (<=4096, 534)
             sq[b, i[s:s + 4096], j[s:s + 4096]] = np.einsum("kd,kd->k", d, d)
-    np.sqrt(sq.transpose(1, 2, 0), out=out)                              # (N, M, B)
+    out[...] = np.sqrt(sq, out=sq).transpose(1, 2, 0)                    # (N, M, B)
     return out
 
 
@@ -304,7 +299,7 @@ def _dtw_chunks(preds, refs, finish):
     threads at most (the heavy numpy and torch calls release the GIL); each thread reuses its own
     scratch memory. Paths do not depend on the number of threads or the chunking.
     """
-    n, m = _check_sequences(preds, "preds"), _check_sequences(refs, "refs")
+    (xs_all, n), (ys_all, m) = _frames(preds, "preds"), _frames(refs, "refs")
     if len(n) != len(m):
         raise ValueError(f"got {len(n)} predicted but {len(m)} reference sequences")
     if len(n) == 0:
@@ -316,7 +311,7 @@ def _dtw_chunks(preds, refs, finish):
         idx = idx[np.argsort(m[idx], kind="stable")]                     # tight batches below
         cn, cm = n[idx], m[idx]
         N, M = cn.max(), cm.max()
-        xs, ys = [_flat_frames(preds[p]) for p in idx], [_flat_frames(refs[p]) for p in idx]
+        xs, ys = [xs_all[p] for p in idx], [ys_all[p] for p in idx]
         grid = _scratch(pool, "grid", (N, M, len(idx)))                  # costs, pair index last
         for a in range(0, len(idx), FRAME_BATCH):
             b = slice(a, a + FRAME_BATCH)
