@@ -22,7 +22,7 @@ import argparse
 import json
 import os
 import sys
-import threading
+import queue
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -116,12 +116,13 @@ def rouge_l(hyps, refs, beta=1.2):
 # with +inf outside the n×m grid; the DTW cost is D(n-1, m-1). All cells of an anti-diagonal
 # k = i + j depend only on diagonals k-1 and k-2, so each diagonal is one vectorised numpy step,
 # taken for a whole chunk of pairs at once (pair index innermost, so each step reads runs of
-# contiguous memory). Backtracking walks from (n-1, m-1) to (0, 0), always to the predecessor with
-# the smallest D; ties are broken in the fixed order diagonal, then (i-1, j), then (i, j-1).
-# Pairs are sorted by length and cut into chunks of equal work; the chunks run on worker threads
-# (numpy and torch release the GIL in their loops), each with its own reused scratch memory.
+# contiguous memory); the local costs are written where D goes, and each step turns its diagonal's
+# costs into accumulated costs in place. Backtracking walks from (n-1, m-1) to (0, 0), always to
+# the predecessor with the smallest D; ties are broken in the fixed order diagonal, then (i-1, j),
+# then (i, j-1). Pairs are sorted by length and cut into chunks of equal work; the chunks run on
+# worker threads (numpy and torch release the GIL in their loops), each in reused scratch memory.
 
-CHUNK_CELLS = 1 << 20  # DTW cells (sum of n·m) per chunk; costs and D take ~20 MB per worker
+CHUNK_CELLS = 1 << 20  # DTW cells (sum of n·m) per chunk: ~12 MB of costs per worker
 FRAME_BATCH = 8        # pairs per batched matrix product
 REFINE = 1e-6          # relative size of c² below which a cost is recomputed from differences
 
@@ -152,11 +153,15 @@ def _frames(seqs, name):
     return frames, np.array([len(f) for f in frames], dtype=np.int64)
 
 
+_SCRATCH = queue.SimpleQueue()  # scratch pools (dicts of arrays) kept between calls, one per thread
+
+
 def _scratch(pool, key, shape):
     """An uninitialised float64 array of `shape` in memory kept in pool[key] and reused.
 
-    Fresh multi-megabyte arrays are paid for page by page (a fault per 4 kB) on every chunk;
-    reused ones are not. pool is a plain dict owned by one worker thread.
+    Fresh multi-megabyte arrays are paid for page by page (a fault per 4 kB) on every use;
+    reused ones are not. pool is a plain dict used by one thread at a time; the DTW keeps its
+    pools in _SCRATCH for the next call (~20 MB per worker thread).
     """
     size = int(np.prod(shape))
     if pool.get(key) is None or pool[key].size < size:
@@ -168,12 +173,12 @@ def frame_costs(xs, ys, out, labels=None, pool=None):
     """Local costs c(i, j) = ||x_i - y_j|| of a batch of B pairs, written into out (N, M, B).
 
     xs, ys: lists of B frame arrays (n_b, 534), (m_b, 534) with n_b <= N, m_b <= M; out: float64
-    (N, M, B), pair index last (a slice of the wavefront grid); cells outside a pair's n_b × m_b
-    block get +inf. c² = |x|² + |y|² - 2 x·y in float64 with one batched matrix product (a single
-    multi-threaded call: hundreds of small ones stall badly when the cores are shared). Its
-    rounding error is a few ulps of |x|² + |y|², so where c² is below REFINE × (max |x|² + max |y|²)
-    of the pair (near-equal frames, rare) the cost is recomputed from the frame differences. Every
-    cost then has a relative error below ~1e-9 (typically ~1e-14), and equal frames cost exactly 0.
+    (N, M, B), pair index last (a view into the array dtw_wavefront works in); cells outside a
+    pair's n_b × m_b block get +inf. c² = |x|² + |y|² - 2 x·y in float64 with one batched matrix
+    product (hundreds of small ones stall badly when the cores are shared). Its rounding error is a
+    few ulps of |x|² + |y|², so where c² is below REFINE × (max |x|² + max |y|²) of the pair
+    (near-equal frames, rare) the cost is recomputed from the frame differences. Every cost then
+    has a relative error below ~1e-9 (typically ~1e-14), and equal frames cost exactly 0.
     """
     pool = {} if pool is None else pool
     n, m = np.array([len(s) for s in xs]), np.array([len(s) for s in ys])
@@ -220,23 +225,23 @@ def antidiagonals(a):
                                            strides=(s[1], s[0] - s[1], s[2]))
 
 
-def dtw_wavefront(grid, pool=None):
-    """Accumulated costs of P pairs, one anti-diagonal per step.
+def dtw_wavefront(D):
+    """Accumulated costs of P pairs in place, one anti-diagonal per step.
 
-    grid: C-contiguous (N, M, P) local costs, pair index last (cells outside a pair's n×m block
-    never reach its own cells). Returns D (N+1, M+1, P) float64 with D[i+1, j+1] = D(i, j); row 0
-    and column 0 (i = -1 or j = -1) are +inf. The DTW cost of pair p is D[n_p, m_p, p].
+    D: C-contiguous float64 (N+1, M+1, P), pair index last, holding the local costs c(i, j) at
+    D[i+1, j+1] (cells outside a pair's n×m block never reach its own cells); row 0 and column 0
+    are overwritten. Afterwards D[i+1, j+1] = D(i, j), row 0 and column 0 (i = -1 or j = -1) are
+    +inf but for D[0, 0] = 0, the start, and the DTW cost of pair p is D[n_p, m_p, p].
     """
-    N, M, P = grid.shape
-    D = _scratch({} if pool is None else pool, "D", (N + 1, M + 1, P))
-    D[0], D[:, 0] = np.inf, np.inf
-    D[1, 1] = grid[0, 0]                                                 # D(0, 0) = c(0, 0)
-    c, d = antidiagonals(grid), antidiagonals(D)     # c[k, i] = c(i, k-i), d[s, a] = D[a, s-a]
-    for k in range(1, N + M - 1):
-        lo, hi = max(0, k - M + 1), min(k, N - 1)                        # cells (i, k-i) in grid
+    N, M = D.shape[0] - 1, D.shape[1] - 1
+    D[0], D[:, 0], D[0, 0] = np.inf, np.inf, 0.0
+    d = antidiagonals(D)                                     # d[s, a] = D[a, s - a]
+    for k in range(N + M - 1):                               # cells (i, j = k - i) of diagonal k
+        lo, hi = max(0, k - M + 1), min(k, N - 1)
         best = np.minimum(d[k + 1, lo:hi + 1], d[k + 1, lo + 1:hi + 2])  # D(i-1, j), D(i, j-1)
         np.minimum(best, d[k, lo:hi + 1], out=best)                      # D(i-1, j-1)
-        np.add(c[k, lo:hi + 1], best, out=d[k + 2, lo + 1:hi + 2])       # D(i, j), j = k - i
+        cell = d[k + 2, lo + 1:hi + 2]                                   # c(i, j) -> D(i, j)
+        np.add(cell, best, out=cell)
     return D
 
 
@@ -296,38 +301,47 @@ def _dtw_chunks(preds, refs, finish):
 
     For each chunk, in order, yields finish(idx, xs, ys, costs, paths): the chunk's pair indices,
     their flattened frames, DTW costs and warping paths. Chunks run on torch.get_num_threads()
-    threads at most (the heavy numpy and torch calls release the GIL); each thread reuses its own
-    scratch memory. Paths do not depend on the number of threads or the chunking.
+    threads at most (the heavy numpy and torch calls release the GIL); each thread works in its own
+    scratch memory, kept for later calls. Paths do not depend on the number of threads or the
+    chunking.
     """
     (xs_all, n), (ys_all, m) = _frames(preds, "preds"), _frames(refs, "refs")
     if len(n) != len(m):
         raise ValueError(f"got {len(n)} predicted but {len(m)} reference sequences")
     if len(n) == 0:
         raise ValueError("preds and refs are empty")
-    local = threading.local()
 
-    def run(idx):
-        pool = local.__dict__.setdefault("pool", {})
+    def dtw_chunk(idx, pool):
         idx = idx[np.argsort(m[idx], kind="stable")]                     # tight batches below
         cn, cm = n[idx], m[idx]
         N, M = cn.max(), cm.max()
         xs, ys = [xs_all[p] for p in idx], [ys_all[p] for p in idx]
-        grid = _scratch(pool, "grid", (N, M, len(idx)))                  # costs, pair index last
+        D = _scratch(pool, "D", (N + 1, M + 1, len(idx)))                # pair index last
         for a in range(0, len(idx), FRAME_BATCH):
             b = slice(a, a + FRAME_BATCH)
-            frame_costs(xs[b], ys[b], grid[:, :, b],
+            frame_costs(xs[b], ys[b], D[1:, 1:, b],                      # c(i, j) at D[i+1, j+1]
                         [f"preds[{p}] or refs[{p}]" for p in idx[b]], pool)
-        D = dtw_wavefront(grid, pool)                                    # (N+1, M+1, P)
+        dtw_wavefront(D)                                                 # accumulated, in place
         costs = D[cn, cm, np.arange(len(idx))]                           # D(n-1, m-1)
         return finish(idx, xs, ys, costs, dtw_backtrack(D, cn, cm))
+
+    def run(idx):
+        try:                                   # a scratch pool no other thread is using
+            pool = _SCRATCH.get_nowait()
+        except queue.Empty:
+            pool = {}
+        try:
+            return dtw_chunk(idx, pool)
+        finally:
+            _SCRATCH.put(pool)
 
     workers = min(len(n), torch.get_num_threads())
     chunks = _chunks(n, m, workers)
     if workers <= 1:
         yield from map(run, chunks)
         return
-    with ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(run, chunks)
+    with ThreadPoolExecutor(workers) as executor:
+        yield from executor.map(run, chunks)
 
 
 def dtw_align(preds, refs):

@@ -237,15 +237,17 @@ def naive_accumulate(c):
 
 
 @pytest.mark.parametrize("N, M", [(1, 1), (1, 6), (6, 1), (2, 2), (4, 9), (9, 4), (7, 7)])
-def test_dtw_wavefront_in_dirty_scratch_memory_matches_naive_recursion(N, M):
-    # scratch memory full of NaN: one read of an entry that was never set poisons the result
+def test_dtw_wavefront_matches_naive_recursion_whatever_the_border_held(N, M):
+    # the border (row and column 0) starts as NaN: the wavefront must set it before reading it
     rng = np.random.default_rng(N * 10 + M)
     n = np.array([N, max(1, N - 1), N, 1])                           # shorter pairs are padded
     m = np.array([M, M, max(1, M - 2), 1])
     c = rng.random((N, M, len(n)))
     for p in range(len(n)):
         c[n[p]:, :, p], c[:, m[p]:, p] = np.inf, np.inf
-    D = evaluate.dtw_wavefront(c, {"D": np.full(4096, np.nan)})
+    D = np.full((N + 1, M + 1, len(n)), np.nan)
+    D[1:, 1:] = c
+    evaluate.dtw_wavefront(D)
     paths = evaluate.dtw_backtrack(D, n, m)
     for p in range(len(n)):
         ref = naive_accumulate(c[:n[p], :m[p], p])
