@@ -220,8 +220,10 @@ def test_dtw_bad_pair_found_on_a_worker_thread_is_named(monkeypatch, torch_threa
     refs[13][2, 5, 1] = float("nan")
     monkeypatch.setattr(evaluate, "CHUNK_CELLS", 400)
     torch_threads(2)
+    switch = sys.getswitchinterval()
     with pytest.raises(ValueError, match=r"preds\[13\] or refs\[13\] contains NaN or inf"):
         evaluate.dtw_mje(preds, refs)
+    assert sys.getswitchinterval() == switch  # the GIL switch interval is restored
 
 
 def naive_accumulate(c):
