@@ -256,8 +256,8 @@ def dtw_backtrack(D, n, m):
     steps = []
     while True:                                                          # all pairs step together
         steps.append((q, i, j))
-        if not ((i > 0) | (j > 0)).all():                                # some reached (0, 0)
-            live = (i > 0) | (j > 0)
+        live = (i > 0) | (j > 0)
+        if not live.all():                                               # some reached (0, 0)
             q, i, j = q[live], i[live], j[live]
             if not q.size:
                 break

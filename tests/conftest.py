@@ -12,6 +12,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture
+def torch_threads():
+    """torch_threads(n) sets torch's thread count (which also bounds the DTW worker threads) for
+    one test; the count from before is restored after it."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread(torch_threads):
+    """Tiny tensors: on two busy shared cores a second OpenMP thread only adds waiting (tiny
+    models run many times faster on one thread)."""
+    torch_threads(1)
+
+
 def write_random_release(folder, sizes=(("train", 8), ("dev", 4)), seed=0, frames=(4, 12), lengths=None):
     """Random poses in the release format (no structure to learn: for loop mechanics only).
 

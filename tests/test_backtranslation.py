@@ -14,13 +14,7 @@ import backtranslation as bt  # noqa: E402
 TEXTS = ["heute sonne", "morgen regen im norden", "schnee in den alpen", "nachts frost und nebel"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def batch(seqs):

@@ -12,13 +12,7 @@ from vae import LATENT_SIZES
 LATENT = sum(LATENT_SIZES.values())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run ~50x faster on one thread than on two busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_model(query="none", fusion="local", text_dim=12, max_frames=16, dropout=0.1, seed=0,

@@ -13,13 +13,7 @@ import gloss_attention as GA
 from gloss_attention import GlossAttention, banded_attention, dense_banded_attention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second OpenMP thread only adds waiting on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ---------------------------------------------------------------------------------------------

@@ -184,14 +184,6 @@ def test_dtw_chunking_and_batching_change_nothing(monkeypatch):
     np.testing.assert_allclose(singles, costs, rtol=1e-12)
 
 
-@pytest.fixture
-def torch_threads():
-    """Sets torch's thread count (which also bounds the DTW worker threads), restored after."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 def test_dtw_worker_threads_change_nothing(monkeypatch, torch_threads):
     preds, refs = random_pairs(LENGTHS * 4, seed=5)
     monkeypatch.setattr(evaluate, "CHUNK_CELLS", 400)                # many chunks
