@@ -190,17 +190,20 @@ def test_dtw_worker_threads_change_nothing(monkeypatch, torch_threads):
     torch_threads(1)
     costs, paths = evaluate.dtw_align(preds, refs)
     mje = evaluate.dtw_mje(preds, refs)
-    threads = set()
+    threads, both_inside = set(), threading.Barrier(2, timeout=60)
     frame_costs = evaluate.frame_costs
 
     def spy(*args, **kwargs):
-        threads.add(threading.get_ident())
+        if threading.get_ident() not in threads:
+            threads.add(threading.get_ident())
+            both_inside.wait()  # passes only if two workers are inside at the same time
         return frame_costs(*args, **kwargs)
 
     monkeypatch.setattr(evaluate, "frame_costs", spy)
     torch_threads(2)
     costs2, paths2 = evaluate.dtw_align(preds, refs)
-    assert len(threads) == 2  # the chunks really ran on two worker threads
+    assert len(threads) == 2 and threading.get_ident() not in threads  # two workers, not the caller
+    monkeypatch.setattr(evaluate, "frame_costs", frame_costs)  # thread ids are reused later
     np.testing.assert_allclose(costs2, costs, rtol=1e-12)
     for a, b in zip(paths, paths2):
         np.testing.assert_array_equal(a, b)
