@@ -21,8 +21,8 @@ is the caller's job; the command line does it (--fps-step 2, on by default for 2
 import argparse
 import json
 import os
-import sys
 import queue
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np

@@ -133,7 +133,7 @@ def main():
              *median(ours, args.pairs)),
             (f"evaluate.dtw_mje (exact), fastest of {args.rounds} rounds", args.pairs,
              *(1000 * t / args.pairs for t in min(ours)))]
-    refs_ms = {"challenge measured here": None, "quoted 35 ms/pair": QUOTED_FASTDTW_MS}
+    refs_ms = {}                          # reference ms/pair the speed-up columns divide
     if fastdtw is not None:
         rows.append((f"challenge's DTW-MJE: fastdtw r=1, per-cell torch distance, median of "
                      f"{args.rounds}", k2, *median(theirs, k2)))
@@ -141,8 +141,7 @@ def main():
         _, f_wall, f_cpu = timed(lambda: [fastdtw_mje(fastdtw, euclidean, x, y)
                                           for x, y in zip(xs, ys)])
         rows.append(("fastdtw r=1 with scipy's euclidean", k2, 1000 * f_wall / k2, 1000 * f_cpu / k2))
-    else:
-        del refs_ms["challenge measured here"]
+    refs_ms["quoted 35 ms/pair"] = QUOTED_FASTDTW_MS
 
     k = min(args.naive_pairs, args.pairs)
     naive, n_wall, n_cpu = timed(lambda: [naive_dtw(x, y) for x, y in zip(preds[:k], refs[:k])])

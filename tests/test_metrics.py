@@ -117,24 +117,35 @@ def test_rouge_l_keeps_umlauts_and_uses_beta_1_2():
 # DTW-MJE
 # ---------------------------------------------------------------------------------------------
 
-def naive_dtw(x, y):
-    """Textbook DTW on flattened float64 frames; ties: diagonal, then (i-1, j), then (i, j-1)."""
-    n, m = len(x), len(y)
+def naive_accumulate(c):
+    """D(i, j) = c(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1)) cell by cell, +inf outside."""
+    n, m = c.shape
     D = np.full((n, m), np.inf)
     for i in range(n):
         for j in range(m):
-            c = math.sqrt(float(((x[i] - y[j]) ** 2).sum()))
-            prev = 0.0 if i == j == 0 else min(D[i - 1, j - 1] if i and j else np.inf,
-                                                 D[i - 1, j] if i else np.inf,
-                                                 D[i, j - 1] if j else np.inf)
-            D[i, j] = c + prev
+            D[i, j] = c[i, j] + (0.0 if i == j == 0 else min(
+                D[i - 1, j - 1] if i and j else np.inf, D[i - 1, j] if i else np.inf,
+                D[i, j - 1] if j else np.inf))
+    return D
+
+
+def naive_backtrack(D):
+    """Path from the last cell to (0, 0); ties: diagonal, then (i-1, j), then (i, j-1)."""
+    n, m = D.shape
     path, i, j = [(n - 1, m - 1)], n - 1, m - 1
     while i or j:
         cands = [(i - 1, j - 1), (i - 1, j), (i, j - 1)]
         vals = [D[a, b] if a >= 0 and b >= 0 else np.inf for a, b in cands]
         i, j = cands[int(np.argmin(vals))]  # argmin keeps the first of equal values
         path.append((i, j))
-    return D[-1, -1], np.array(path[::-1])
+    return np.array(path[::-1])
+
+
+def naive_dtw(x, y):
+    """Textbook DTW on flattened float64 frames -> (cost, path)."""
+    c = np.array([[math.sqrt(float(((a - b) ** 2).sum())) for b in y] for a in x])
+    D = naive_accumulate(c)
+    return D[-1, -1], naive_backtrack(D)
 
 
 def naive_mje(preds, refs):
@@ -221,18 +232,6 @@ def test_dtw_bad_pair_found_on_a_worker_thread_is_named(monkeypatch, torch_threa
     assert sys.getswitchinterval() == switch  # the GIL switch interval is restored
 
 
-def naive_accumulate(c):
-    """D(i, j) = c(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1)) cell by cell, +inf outside."""
-    n, m = c.shape
-    D = np.full((n, m), np.inf)
-    for i in range(n):
-        for j in range(m):
-            D[i, j] = c[i, j] + (0.0 if i == j == 0 else min(
-                D[i - 1, j - 1] if i and j else np.inf, D[i - 1, j] if i else np.inf,
-                D[i, j - 1] if j else np.inf))
-    return D
-
-
 @pytest.mark.parametrize("N, M", [(1, 1), (1, 6), (6, 1), (2, 2), (4, 9), (9, 4), (7, 7)])
 def test_dtw_wavefront_matches_naive_recursion_whatever_the_border_held(N, M):
     # the border (row and column 0) starts as NaN: the wavefront must set it before reading it
@@ -249,6 +248,7 @@ def test_dtw_wavefront_matches_naive_recursion_whatever_the_border_held(N, M):
     for p in range(len(n)):
         ref = naive_accumulate(c[:n[p], :m[p], p])
         np.testing.assert_array_equal(D[1:n[p] + 1, 1:m[p] + 1, p], ref)  # same sums, same order
+        np.testing.assert_array_equal(paths[p], naive_backtrack(ref))
         assert paths[p][0].tolist() == [0, 0] and paths[p][-1].tolist() == [n[p] - 1, m[p] - 1]
         steps = np.diff(paths[p], axis=0)
         assert ((steps >= 0) & (steps <= 1)).all() and (steps.sum(1) >= 1).all()
