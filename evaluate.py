@@ -509,12 +509,28 @@ def main(argv=None):
         constant = max(set(train_texts), key=train_texts.count)
         baselines = [{"name": "constant text (most frequent training sentence)",
                       **score([constant] * len(refs), refs)}]
-        generated = {}
+        generated, reconstructed, alignments, vaes = {}, {}, {}, []
         for path in args.generator or args.predictions:
             if args.generator:
                 import sample
                 model, vae, ckpt = sample.load_generator(path, args.device)
                 name = generator_name(ckpt.get("args", {}))
+                # The VAE row: ground truth through this generator's VAE (z = μ), the ceiling of
+                # every generator it decodes; one row per distinct VAE.
+                state = vae.state_dict()
+                if not any(all(torch.equal(state[k], v[k]) for k in state) for v in vaes):
+                    vae_name = "VAE" if not vaes else f"VAE of {path}"
+                    vaes.append(state)
+                    print(f"back-translating {vae_name} (reconstructions of the ground truth, z = mu) ...", flush=True)
+                    recon = [vae.reconstruct(s["poses_3d"].to(args.device)).cpu() for s in samples]
+                    reconstructed[vae_name] = recon[0]
+                    seqs = [r[::args.fps_step] for r in recon]
+                    rows.insert(len(vaes), {"name": vae_name, **score(back_translate(bt, seqs, args.beam, device=args.device),
+                                                                        refs, seqs, gts)})
+                alignment = None
+                if args.pictures:
+                    alignment = sample.cross_attention(model, samples[0]["text"], ckpt["bert"],
+                                                       os.path.join(args.data_dir, "cache"), args.device)
                 print(f"generating {len(samples)} sequences with {path} ({name}) ...", flush=True)
                 poses = sample.generate_poses(model, vae, refs, ckpt["bert"], not args.mean, args.seed,
                                               cache_dir=os.path.join(args.data_dir, "cache"), device=args.device)
@@ -531,6 +547,8 @@ def main(argv=None):
             print(f"back-translating {name} ...", flush=True)
             rows.append({"name": name, **score(back_translate(bt, seqs, args.beam, device=args.device), refs, seqs, gts)})
             generated[name] = preds
+            if args.generator and alignment is not None:
+                alignments[name] = alignment
         print()
         print_table(rows)
         print(f"\n{len(samples)} {args.split} sequences at 25/{args.fps_step} fps; BLEU signature: {bleu_signature()}")
@@ -549,9 +567,20 @@ def main(argv=None):
             try:
                 import render
                 first = samples[0]
+                prefix = os.path.join(args.pictures, "example")
                 files = render.render_example(first["poses_3d"].numpy(),
                                               {k: v[first["name"]].numpy() for k, v in generated.items()},
-                                              os.path.join(args.pictures, "example"), first["text"])
+                                              prefix, first["text"])
+                if reconstructed:
+                    render.save_hands({"ground truth": first["poses_3d"].numpy(),
+                                       **{k: v.numpy() for k, v in reconstructed.items()}},
+                                      prefix + "_hands.png", title="hands: ground truth and its VAE reconstruction")
+                    files.append(prefix + "_hands.png")
+                for k, (att, tokens) in alignments.items():
+                    slug = "" if len(alignments) == 1 else "_" + "".join(c for c in k if c.isalnum())
+                    render.save_alignment(att.numpy(), tokens, generated[k][first["name"]].numpy(),
+                                          f"{prefix}_alignment{slug}.png", title=f"{k}: cross-attention, {first['text']}")
+                    files.append(f"{prefix}_alignment{slug}.png")
                 print("wrote", ", ".join(files))
             except (ImportError, SystemExit) as e:
                 print(f"pictures skipped: {e}")

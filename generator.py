@@ -24,22 +24,30 @@ from data import ARTICULATOR_ORDER, NUM_JOINTS
 from gloss_attention import GlossAttention
 from vae import LATENT_SIZES
 
-HAND_ARTICULATORS = ("right_hand", "left_hand")
-OTHER_ARTICULATORS = ("body", "face")
+# "absolute": the projected reference pose + PE(t), as in the paper and DARSLP (REFERENCE.md §3);
+# "progress": + PE(t / (N - 1) · max_frames) as well, so every query also knows how far through its
+# own sequence it is (the counter of Progressive Transformers, Saunders et al. 2020); not in the paper.
+TIME_QUERIES = ("progress", "absolute")
 
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------
 
-def sinusoidal_encoding(length, dim, device=None, dtype=torch.float32):
-    """PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(p / 10000^(2i/dim)); (length, dim)."""
-    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # (length, 1)
+def sinusoidal_encoding(positions, dim, device=None, dtype=torch.float32):
+    """PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(p / 10000^(2i/dim)).
+
+    positions: an int L (positions 0..L-1, result (L, dim)) or a float tensor of any shape
+    (real-valued positions, result (*shape, dim)).
+    """
+    if isinstance(positions, int):
+        positions = torch.arange(positions, device=device)
+    position = positions.to(device=device, dtype=torch.float32)[..., None]             # (..., 1)
     exponent = torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim  # (ceil(dim/2),)
-    angle = position * torch.exp(-math.log(10000.0) * exponent)  # (length, ceil(dim/2))
-    pe = torch.zeros(length, dim, device=device, dtype=torch.float32)             # (length, dim)
-    pe[:, 0::2] = torch.sin(angle)
-    pe[:, 1::2] = torch.cos(angle)[:, : dim // 2]
+    angle = position * torch.exp(-math.log(10000.0) * exponent)  # (..., ceil(dim/2))
+    pe = torch.zeros(angle.shape[:-1] + (dim,), device=device, dtype=torch.float32)  # (..., dim)
+    pe[..., 0::2] = torch.sin(angle)
+    pe[..., 1::2] = torch.cos(angle)[..., : dim // 2]
     return pe.to(dtype)
 
 
@@ -100,12 +108,15 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, frame_mask, memory, text_mask):
+    def forward(self, x, frame_mask, memory, text_mask, attention=None):
         # Local temporal self-attention over real frames (its dropout is inside GlossAttention).
         x = x + self.self_attn(self.norm1(x), frame_mask)                             # (B, T, D)
         h = self.norm2(x)
-        # Cross-attention to the text stays global (§3.2).
-        h, _ = self.cross_attn(h, memory, memory, key_padding_mask=~text_mask, need_weights=False)
+        # Cross-attention to the text stays global (§3.2); `attention` collects its weights.
+        h, w = self.cross_attn(h, memory, memory, key_padding_mask=~text_mask,
+                               need_weights=attention is not None)                    # w (B, T, L)
+        if attention is not None:
+            attention.append(w)
         x = x + self.dropout(h)                                                       # (B, T, D)
         x = x + self.dropout(self.ffn(self.norm3(x)))                                 # (B, T, D)
         return x.masked_fill(~frame_mask[..., None], 0.0)  # padded frames stay exactly 0
@@ -121,7 +132,7 @@ class A2VSLP(nn.Module):
 
     def __init__(self, text_dim, d_model=512, enc_layers=3, enc_heads=4, dec_layers=6, dec_heads=8,
                  ff=1024, dropout=0.1, max_frames=300, window=3, query="none", q=3, fusion="local",
-                 latent_dim=80):
+                 latent_dim=80, time_queries="progress"):
         super().__init__()
         for name, value in (("text_dim", text_dim), ("d_model", d_model),
                             ("enc_layers", enc_layers), ("enc_heads", enc_heads),
@@ -134,11 +145,14 @@ class A2VSLP(nn.Module):
                              f"{enc_heads} and dec_heads {dec_heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"A2VSLP: dropout must be in [0, 1), got {dropout!r}")
+        if time_queries not in TIME_QUERIES:
+            raise ValueError(f"A2VSLP: time_queries must be one of {TIME_QUERIES}, got {time_queries!r}")
         self.config = dict(text_dim=text_dim, d_model=d_model, enc_layers=enc_layers,
                            enc_heads=enc_heads, dec_layers=dec_layers, dec_heads=dec_heads, ff=ff,
                            dropout=dropout, max_frames=max_frames, window=window, query=query, q=q,
-                           fusion=fusion, latent_dim=latent_dim)
+                           fusion=fusion, latent_dim=latent_dim, time_queries=time_queries)
         self.text_dim, self.d_model = text_dim, d_model
+        self.time_query_kind = time_queries
         self.max_frames, self.latent_dim = max_frames, latent_dim
 
         # Text encoder: BERT embeddings → 512 → + PE → 3 layers, 4 heads, FFN 1024 (§3.2).
@@ -187,25 +201,42 @@ class A2VSLP(nn.Module):
         pooled = masked_mean(memory, text_mask)                                       # (B, D)
         return torch.sigmoid(self.length_head(pooled)).squeeze(-1)                    # (B,)
 
-    def time_queries(self, batch, frames):
-        """The projected reference pose replicated over the frames, plus PE; (B, T, D)."""
+    def time_queries(self, frame_mask):
+        """The projected reference pose replicated over the frames, plus PE; (B, T, D).
+
+        With time_queries="progress" each query also gets PE at its normalised progress
+        t / (N_b - 1) · max_frames, so a frame knows where it lies within its sentence of N_b frames
+        (with absolute PE alone, frames 0..49 cannot tell a 60-frame from a 200-frame sentence).
+        """
         if not bool(self.reference_pose_set):
             raise RuntimeError("A2VSLP: the reference pose is unset; call "
                                "set_reference_pose(pose) with the (178, 3) stationary pose")
-        ref = self.query_proj(self.reference_pose.reshape(1, 1, NUM_JOINTS * 3))      # (1, 1, D)
-        pe = sinusoidal_encoding(frames, self.d_model, ref.device, ref.dtype)         # (T, D)
-        return ref.expand(batch, frames, self.d_model) + pe                           # (B, T, D)
-
-    def decode(self, memory, text_mask, frame_mask):
-        """One non-autoregressive pass: μ̂ and log σ̂², each (B, T, latent_dim)."""
         B, T = frame_mask.shape
-        x = self.time_queries(B, T)                                                   # (B, T, D)
+        ref = self.query_proj(self.reference_pose.reshape(1, 1, NUM_JOINTS * 3))      # (1, 1, D)
+        x = ref + sinusoidal_encoding(T, self.d_model, ref.device, ref.dtype)         # (1, T, D)
+        if self.time_query_kind == "progress":
+            last = (frame_mask.sum(1, keepdim=True) - 1).clamp_min(1)                 # (B, 1)
+            t = torch.arange(T, device=ref.device)[None, :]                            # (1, T)
+            progress = t.float() / last * self.max_frames                             # (B, T)
+            x = x + sinusoidal_encoding(progress, self.d_model, ref.device, ref.dtype)  # (B, T, D)
+        return x.expand(B, T, self.d_model)                                           # (B, T, D)
+
+    def decode(self, memory, text_mask, frame_mask, return_attention=False):
+        """One non-autoregressive pass: μ̂ and log σ̂², each (B, T, latent_dim).
+
+        return_attention=True also returns the cross-attention weights (B, T, L), averaged over
+        the heads and the decoder layers: which words each frame reads.
+        """
+        x = self.time_queries(frame_mask)                                             # (B, T, D)
+        attention = []
         for layer in self.decoder_layers:
-            x = layer(x, frame_mask, memory, text_mask)                               # (B, T, D)
+            x = layer(x, frame_mask, memory, text_mask, attention if return_attention else None)
         z_hat = self.head(self.decoder_norm(x))                                       # (B, T, 2*80)
         z_hat = z_hat.masked_fill(~frame_mask[..., None], 0.0)
         # ẑ_t = [μ̂_t ‖ log σ̂²_t], split into the two halves (each (B, T, 80)).
         mu_hat, logvar_hat = z_hat.chunk(2, dim=-1)  # Eq. (2)
+        if return_attention:
+            return mu_hat, logvar_hat, torch.stack(attention).mean(0)                 # (B, T, L)
         return mu_hat, logvar_hat
 
     def _check(self, text_emb, text_mask):
@@ -281,9 +312,19 @@ def _check_latents(frame_mask, *tensors):
                              f"{tuple(frame_mask.shape)}")
 
 
-def latent_l1_loss(mu_hat, logvar_hat, mu, logvar, frame_mask, weights):
-    """Eq. (3): Σ_a λ_a (‖μ̂^(a) − μ^(a)‖₁ + ‖log σ̂²^(a) − log σ²^(a)‖₁) over real frames.
+def clamp_logvar(logvar, floor):
+    """max(log σ², floor): log-variances below the floor all decode to the same pose (σ is tiny
+    against the spread of μ), so Eq. 3 and Eq. 4 treat them as equal. floor=None: unchanged."""
+    return logvar if floor is None else logvar.clamp(min=floor)
 
+
+def latent_l1_loss(mu_hat, logvar_hat, mu, logvar, frame_mask, weights, logvar_floor=None,
+                   logvar_weight=1.0):
+    """Eq. (3): Σ_a λ_a (‖μ̂^(a) − μ^(a)‖₁ + γ ‖log σ̂²^(a) − log σ²^(a)‖₁) over real frames.
+
+    The paper's literal form is γ = 1 and no floor. With a floor both log-variances are clamped at
+    it first (clamp_logvar; not in the paper): differences between values that decode alike are
+    not learned. γ (`logvar_weight`, not in the paper) weighs the log σ² term.
     Normalisation (not specified in the paper): each L1 norm is averaged over the real frames of
     the batch and over the latent dimensions of articulator a, so λ_a weighs articulators of
     different sizes (8, 28, 28, 16) on the same scale. Returns (loss, {a: unweighted term}).
@@ -294,24 +335,28 @@ def latent_l1_loss(mu_hat, logvar_hat, mu, logvar, frame_mask, weights):
         raise ValueError(f"latent_l1_loss: weights must name exactly {ARTICULATOR_ORDER}; "
                          f"missing {missing}, unknown {unknown}")
     _check_latents(frame_mask, mu_hat, logvar_hat, mu, logvar)
+    logvar_hat, logvar = clamp_logvar(logvar_hat, logvar_floor), clamp_logvar(logvar, logvar_floor)
     # Real frames only: (n, 80) each, split into {a: (n, size_a)}.
     parts = [split_articulators(t[frame_mask]) for t in (mu_hat, logvar_hat, mu, logvar)]
     per_articulator, loss = {}, 0.0
     for a in ARTICULATOR_ORDER:
         mh, lh, m, lv = (p[a] for p in parts)                                         # (n, size)
-        term = (mh - m).abs().mean() + (lh - lv).abs().mean()
+        term = (mh - m).abs().mean() + logvar_weight * (lh - lv).abs().mean()
         per_articulator[a] = term
         loss = loss + weights[a] * term  # Eq. (3)
     return loss, per_articulator
 
 
-def gaussian_kl(mu_hat, logvar_hat, mu, logvar, frame_mask):
+def gaussian_kl(mu_hat, logvar_hat, mu, logvar, frame_mask, logvar_floor=None):
     """Eq. (4): Σ_a KL(N(μ̂^(a), σ̂²^(a)) ‖ N(μ^(a), σ²^(a))), averaged over real frames.
 
     Per dimension KL = ½ [log σ² − log σ̂² + (σ̂² + (μ̂ − μ)²) / σ² − 1]; the sum over
-    articulators is the sum over all 80 latent dimensions.
+    articulators is the sum over all 80 latent dimensions. With a floor, both log-variances are
+    clamped at it first (not in the paper: the exact KL to the near-deterministic posteriors of a
+    β = 1e-6 VAE, log σ² down to -50, is ~1e20).
     """
     _check_latents(frame_mask, mu_hat, logvar_hat, mu, logvar)
+    logvar_hat, logvar = clamp_logvar(logvar_hat, logvar_floor), clamp_logvar(logvar, logvar_floor)
     mh, lh, m, lv = (t[frame_mask] for t in (mu_hat, logvar_hat, mu, logvar))      # (n, 80)
     kl = 0.5 * (lv - lh + (lh.exp() + (mh - m) ** 2) * torch.exp(-lv) - 1.0)  # Eq. (4)  # (n, 80)
     return kl.sum(-1).mean()

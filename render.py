@@ -109,6 +109,67 @@ def render_example(gt, generated, out_prefix, text=None):
     return [out_prefix + ".png", out_prefix + ".gif"]
 
 
+def save_hands(rows, path, frames=6, title=None):
+    """rows: {label: (N, 178, 3)}; both hands enlarged (frontal view, each centred at its wrist) at
+    `frames` evenly spaced frames, one row per sequence, as PNG: a loss of hand shape shows here."""
+    plt = _plt()
+    views = {k: frontal(v) for k, v in rows.items()}
+    bones = data.skeleton_bones()
+    hands = {"right_hand": 8, "left_hand": 29}
+    n = min(len(v) for v in views.values())
+    idx = np.linspace(0, n - 1, frames).round().astype(int)
+    # one scale for every panel: the largest finger reach of any shown hand
+    reach = max(np.abs(v[t, b + 1:b + 21] - v[t, b]).max() for v in views.values() for t in idx for b in hands.values())
+    fig, axes = plt.subplots(len(views), 2 * frames, figsize=(1.1 * 2 * frames, 1.3 * len(views)), squeeze=False)
+    for r, (label, seq) in enumerate(views.items()):
+        for c, t in enumerate(idx):
+            for h, (part, base) in enumerate(hands.items()):
+                ax = axes[r, 2 * c + h]
+                pts = seq[t] - seq[t, base]                                   # (178, 2), wrist at 0
+                for a, b in bones[part][1:]:                                  # the hand's own bones
+                    ax.plot(pts[[a, b], 0], pts[[a, b], 1], color=COLORS[part], lw=1.2)
+                ax.set_xlim(-1.1 * reach, 1.1 * reach)
+                ax.set_ylim(-1.1 * reach, 1.1 * reach)
+                ax.set_aspect("equal")
+                ax.axis("off")
+                if h == 0:
+                    ax.set_title(f"{label} t={t}" if c == 0 else f"t={t}", fontsize=6, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_alignment(attention, tokens, poses, path, frames=8, title=None):
+    """The decoder's cross-attention (N frames × L tokens) as a heat map over the frames, with the
+    generated poses at `frames` evenly spaced frames underneath (marked on the map), as PNG."""
+    plt = _plt()
+    att = np.asarray(attention, dtype=np.float32)                            # (N, L)
+    view = frontal(poses)
+    idx = np.linspace(0, len(view) - 1, frames).round().astype(int)
+    fig = plt.figure(figsize=(1.6 * frames, 2.2 + 0.16 * len(tokens)))
+    grid = fig.add_gridspec(2, frames, height_ratios=[0.16 * len(tokens) + 0.6, 2.0])
+    ax = fig.add_subplot(grid[0, :])
+    ax.imshow(att.T, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(tokens)))
+    ax.set_yticklabels(tokens, fontsize=7)
+    ax.set_xlabel("frame", fontsize=7)
+    for t in idx:
+        ax.axvline(t, color="white", lw=0.6, ls=":")
+    ax.set_title(title or "cross-attention: which words each frame reads", fontsize=8)
+    xl, yl = _limits(view)
+    for c, t in enumerate(idx):
+        a = fig.add_subplot(grid[1, c])
+        draw_pose(a, view[t])
+        a.set_xlim(*xl)
+        a.set_ylim(*yl)
+        a.set_title(f"t={t}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--poses", required=True, help="predictions {name: Tensor[N, 178, 3]} (sample.py output)")

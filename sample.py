@@ -56,6 +56,21 @@ def generate_poses(model, vae, texts, bert, sample=True, seed=0, batch_size=32, 
     return out
 
 
+@torch.no_grad()
+def cross_attention(model, text, bert, cache_dir=None, device="cpu"):
+    """(attention (N, L), tokens): the decoder's cross-attention for one sentence at its predicted
+    length N, averaged over heads and layers, and the L text tokens it attends to."""
+    emb = data.text_embeddings([text], bert, cache_dir)[text]                           # (L, E)
+    text_emb, text_mask = emb[None].to(device), torch.ones(1, len(emb), dtype=torch.bool, device=device)
+    memory = model.encode_text(text_emb, text_mask)                                    # (1, L, D)
+    n = int(model.predict_lengths(model.length_ratio(memory, text_mask)))
+    frame_mask = torch.ones(1, n, dtype=torch.bool, device=device)
+    attention = model.decode(memory, text_mask, frame_mask, return_attention=True)[2][0]   # (N, L)
+    tokenizer = data.load_text_encoder(bert)[0]
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=True, max_length=data.MAX_TOKENS)["input_ids"])
+    return attention.cpu(), tokens
+
+
 def generate_split(generator_path, samples, sample=True, seed=0, batch_size=32, cache_dir=None, device="cpu"):
     """{name: (N, 178, 3)} for release-format samples, the challenge's submission format."""
     model, vae, ckpt = load_generator(generator_path, device)

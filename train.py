@@ -37,6 +37,10 @@ from data import ARTICULATOR_ORDER, DataError, atomic_save, safe_load
 log = logging.getLogger("a2vslp")
 
 
+def float_or_none(text):
+    return None if text.lower() == "none" else float(text)
+
+
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("common")
@@ -50,6 +54,9 @@ def get_args(argv=None):
     g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (2e-4 in §4.3 and §4.4)")
     g.add_argument("--adam-betas", type=float, nargs=2, default=None,
                    help="Adam betas (default: vae 0.5 0.9 as in §4.3; others 0.9 0.999, not given in the paper)")
+    g.add_argument("--lr-decay", default="none", choices=["none", "cosine"],
+                   help="none: the paper's schedules (vae: constant; generator: ReduceLROnPlateau); cosine: decay "
+                        "to 0 over --epochs, stepped per epoch (for short runs with a fixed budget, e.g. the demo)")
     g.add_argument("--seed", type=int, default=0, help="random seed (each rank and epoch derives its own)")
     g.add_argument("--resume", nargs="?", const="always", default="auto", choices=["auto", "always", "never"],
                    help="auto: continue from OUT_DIR/last.pt when it exists; --resume / always: require it; "
@@ -105,10 +112,16 @@ def get_args(argv=None):
                      help="fixed λ for (RH, LH, face), body 1 (§4.4.2: 14 10 2)")
     gen.add_argument("--kl-weight", type=float, default=0.01,
                      help="phase 2 weight of Eq. 4 (not given in the paper)")
-    gen.add_argument("--kl-logvar-floor", type=float, default=-4.0,
-                     help="phase 2: both log-variances are clamped from below inside Eq. 4 (not in the paper; "
-                          "with β = 1e-6 the VAE posteriors are nearly deterministic, log σ² down to -35, and the "
-                          "exact KL to them is ~1e20); a very negative value restores the exact Eq. 4")
+    gen.add_argument("--logvar-floor", type=float_or_none, default=-8.0,
+                     help="Eq. 3 and Eq. 4 clamp predicted and target log σ² from below at this value (not in the "
+                          "paper: a β = 1e-6 VAE gives log σ² of -16 ± 9, values that all decode to the same pose, "
+                          "and the exact KL to them is ~1e20; below -8 sampling moves the demo VAE's poses by < 0.1x "
+                          "its own reconstruction error); none: the paper's literal Eq. 3 and 4")
+    gen.add_argument("--logvar-weight", type=float, default=1.0,
+                     help="weight γ of the log σ² term of Eq. 3 (the paper: 1)")
+    gen.add_argument("--time-queries", default="progress", choices=["progress", "absolute"],
+                     help="decoder queries: absolute = reference pose + PE(t), the paper's; progress = + PE of "
+                          "t / (N - 1), so frames know the sentence's length (not in the paper)")
     gen.add_argument("--length-weight", type=float, default=1.0, help="weight of the length L1 loss")
     gen.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (§4.4: 1e-4)")
     gen.add_argument("--plateau-factor", type=float, default=0.9, help="ReduceLROnPlateau factor (§4.4: 0.9)")
@@ -155,7 +168,7 @@ def load_train_dev(args):
 
 
 def vae_stage(args, device, distributed):
-    from vae import DisentangledVAE, vae_loss
+    from vae import DisentangledVAE, hand_shape_error, selection_error, vae_loss
     train_path, dev_path, train, dev = load_train_dev(args)
     model = DisentangledVAE(args.vae_variant)
     frames = torch.cat([s["poses_3d"] for s in train])                    # (ΣN, 178, 3)
@@ -164,30 +177,39 @@ def vae_stage(args, device, distributed):
 
     def loss(m, batch):
         x, mask = batch["poses"], batch["frame_mask"]                      # (B, T, 178, 3), (B, T)
-        x_hat, mu, logvar = m(x, sample=not args.deterministic_latent)
+        # dev decodes z = μ, the latent the generator is trained to predict
+        x_hat, mu, logvar = m(x, sample=m.training and not args.deterministic_latent)
         total, logs = vae_loss(x_hat, x, mu, logvar, mask, weights, args.beta)   # Eq. (5)
+        if not m.training:
+            logs.update(selection_error(x_hat, x, mask, weights)[1])
         return total, logs, mask.sum()
 
     def report(m):
-        """Dev L1 per articulator: the VAE (z = μ) against predicting the mean training pose."""
+        """Dev L1 per articulator and the wrist-relative hand-shape error: the VAE (z = μ) against
+        predicting the mean training pose."""
         m.eval()
         with torch.no_grad():
             x = torch.cat([s["poses_3d"] for s in dev]).to(device)        # (ΣN, 178, 3)
-            x_hat = m.decode(m.encode(x)[0])
-            mean_pose = frames.mean(0).to(device)
+            x_hat = m.reconstruct(x)
+            mean_pose = frames.mean(0).to(device).expand_as(x)
             for a in ARTICULATOR_ORDER:
                 sl = data.ARTICULATORS[a]
                 err = (x_hat[:, sl] - x[:, sl]).abs().mean().item()
-                base = (mean_pose[sl] - x[:, sl]).abs().mean().item()
+                base = (mean_pose[:, sl] - x[:, sl]).abs().mean().item()
                 log.info("dev L1 %-10s VAE %.5f  mean pose %.5f  (%.1fx lower)", a, err, base, base / max(err, 1e-12))
+            ones = torch.ones(1, len(x), dtype=torch.bool, device=device)
+            shape, base = hand_shape_error(x_hat[None], x[None], ones), hand_shape_error(mean_pose[None], x[None], ones)
+            for a in shape:
+                log.info("dev hand shape %-10s VAE %.5f  mean pose %.5f  (%.1fx lower; finger joints relative "
+                         "to the wrist)", a, shape[a], base[a], base[a] / max(float(shape[a]), 1e-12))
 
     return {"model": model, "train": data.SignDataset(train), "dev": data.SignDataset(dev),
-            "loss": loss, "report": report, "extra": {}}
+            "loss": loss, "report": report, "extra": {}, "criterion": "select"}
 
 
 def generator_stage(args, device, distributed):
     import generator as G
-    from vae import cached_latents, load_vae
+    from vae import PAPER_REC_WEIGHTS, cached_latents, load_vae, selection_error
     train_path, dev_path, train, dev = load_train_dev(args)
     vae_ckpt = safe_load(args.vae, what="VAE checkpoint")
     if vae_ckpt.get("stage") != "vae":
@@ -208,7 +230,7 @@ def generator_stage(args, device, distributed):
     model_args = dict(text_dim=text_dim, d_model=args.d_model, enc_layers=args.enc_layers,
                       enc_heads=args.enc_heads, dec_layers=args.dec_layers, dec_heads=args.dec_heads,
                       ff=args.ff, dropout=args.dropout, max_frames=max_frames, window=args.window,
-                      query=args.query, q=args.q, fusion=args.fusion)
+                      query=args.query, q=args.q, fusion=args.fusion, time_queries=args.time_queries)
     model = G.A2VSLP(**model_args)
     # §3.2: the stationary reference pose (hands resting down). Estimated as the per-coordinate
     # median of the first frame of every training sequence (signing starts from rest).
@@ -225,6 +247,10 @@ def generator_stage(args, device, distributed):
     if args.hand_weights == "dynamic":
         kw = {k: v for k, v in (("alpha", args.boost_alpha), ("ema_decay", args.boost_decay)) if v is not None}
         boost = G.HandWeightBoost(base=tuple(args.hand_base), s_max=args.s_max, **kw)
+        if args.phase == 2 and init.get("stage_state") is not None:
+            boost.load_state_dict(init["stage_state"])      # phase 2 continues phase 1's s(t) and EMAs
+    vae = load_vae(vae_ckpt, map_location=device)
+    floor = args.logvar_floor
     fixed = {"right_hand": args.fixed_weights[0], "left_hand": args.fixed_weights[1],
              "face": args.fixed_weights[2], "body": 1.0}
 
@@ -233,15 +259,18 @@ def generator_stage(args, device, distributed):
         mu, logvar = batch["latent"].chunk(2, -1)                          # (B, T, 80) each
         out = m(batch["text_emb"], batch["text_mask"], mask)
         weights = boost.weights(face=fixed["face"], body=1.0) if boost is not None else fixed
-        l1, terms = G.latent_l1_loss(out["mu"], out["logvar"], mu, logvar, mask, weights)   # Eq. (3)
+        l1, terms = G.latent_l1_loss(out["mu"], out["logvar"], mu, logvar, mask, weights, floor,
+                                     args.logvar_weight)                                    # Eq. (3)
         length = G.length_loss(out["length_ratio"], batch["lengths"], max_frames)
         total = l1 + args.length_weight * length
         logs = {"latent_l1": l1, "length": length, **{f"L_{a}": t for a, t in terms.items()}}
         if args.phase == 2:
-            floor = args.kl_logvar_floor
-            kl = G.gaussian_kl(out["mu"], out["logvar"].clamp(min=floor), mu, logvar.clamp(min=floor), mask)  # Eq. (4)
+            kl = G.gaussian_kl(out["mu"], out["logvar"], mu, logvar, mask, floor)          # Eq. (4)
             total = total + args.kl_weight * kl
             logs["kl"] = kl
+        if not m.training:   # dev: the decoded means against the true poses, fixed weights
+            with torch.no_grad():
+                logs.update(selection_error(vae.decode(out["mu"]), batch["poses"], mask, PAPER_REC_WEIGHTS)[1])
         if boost is not None and m.training:
             hand = torch.stack([terms["right_hand"], terms["left_hand"]]).detach().mean()
             other = torch.stack([terms["body"], terms["face"]]).detach().mean()
@@ -252,10 +281,9 @@ def generator_stage(args, device, distributed):
             logs["s"] = torch.tensor(float(boost.step(float(hand), float(other))))     # Eq. (8)
         return total, logs, mask.sum()
 
-    vae = load_vae(vae_ckpt)
     extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_variant": vae.variant,
              "bert": args.bert, "max_tokens": data.MAX_TOKENS, "phase": args.phase}
-    return {"model": model, "loss": loss, "report": None, "extra": extra,
+    return {"model": model, "loss": loss, "report": None, "extra": extra, "criterion": "select",
             "train": data.SignDataset(train, emb, lat), "dev": data.SignDataset(dev, emb, lat),
             "state": boost}
 
@@ -457,7 +485,9 @@ def main(argv=None):
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=args.adam_betas,
                                  weight_decay=args.weight_decay if args.stage == "generator" else 0.0)
     scheduler = None
-    if args.stage == "generator":
+    if args.lr_decay == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    elif args.stage == "generator":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=args.plateau_factor, patience=args.plateau_patience)
 
@@ -490,9 +520,11 @@ def main(argv=None):
         with torch.no_grad():
             dev_logs, _, _, _ = run_epoch(net, dev_loader, stage["loss"], None, device, args,
                                           distributed, ctx, epoch, step)
-        val = dev_logs["loss"]
-        if scheduler is not None:
+        val = dev_logs[stage.get("criterion", "loss")]     # a dev criterion whose meaning is fixed
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val)
+        elif scheduler is not None:
+            scheduler.step()
         improved = val < best
         best, bad_epochs = (val, 0) if improved else (best, bad_epochs + 1)
         fmt = lambda d: " ".join(f"{k} {d[k]:.4g}" for k in sorted(d, key=lambda k: (k != "loss", k)))  # noqa: E731
@@ -518,7 +550,7 @@ def main(argv=None):
         if distributed:
             dist.barrier()
         if args.patience and bad_epochs >= args.patience:
-            log.info("early stopping: no better dev loss for %d epochs", bad_epochs)
+            log.info("early stopping: no better dev %s for %d epochs", stage.get("criterion", "loss"), bad_epochs)
             break
     if master and stage.get("report") is not None and os.path.exists(best_path):
         best_ckpt = safe_load(best_path, what="checkpoint")

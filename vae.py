@@ -133,6 +133,12 @@ class DisentangledVAE(nn.Module):
         x = torch.cat(parts, -2)                                           # (..., 178, 3)
         return x * self.pose_std + self.pose_mean
 
+    @torch.no_grad()
+    def reconstruct(self, x):
+        """Poses (..., 178, 3) through the VAE with z = μ: the best any generator decoded by this
+        VAE can do (the VAE row of evaluate.py)."""
+        return self.decode(self.encode(x)[0])
+
     def forward(self, x, sample=True):
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar) if sample else mu
@@ -167,6 +173,32 @@ def reconstruction_loss(x_hat, x, mask, weights):
     rec = (weights["right_hand"] * terms["right_hand"] + weights["left_hand"] * terms["left_hand"]
            + weights["face"] * terms["face"] + weights["body"] * terms["body"])   # Eq. (6)
     return rec, terms
+
+
+def hand_shape_error(x_hat, x, mask):
+    """{hand: L1 error of the 20 finger joints relative to their wrist}, averaged over real frames.
+
+    The hand's shape, independent of where the arm puts it: what a reader of the fingers (and the
+    back-translator) depends on, and what an absolute-position error hides behind the wrist's error.
+    x_hat, x (B, T, 178, 3); mask (B, T).
+    """
+    out = {}
+    for a in ("right_hand", "left_hand"):
+        s = ARTICULATORS[a]
+        rel = lambda p: p[:, :, s.start + 1:s.stop] - p[:, :, s.start:s.start + 1]   # (B, T, 20, 3)  # noqa: E731
+        err = (rel(x_hat) - rel(x)).abs().mean((-1, -2))                               # (B, T)
+        out[a] = (err * mask).sum() / mask.sum()
+    return out
+
+
+def selection_error(x_hat, x, mask, weights):
+    """The dev criterion that picks best.pt (not in the paper; its meaning never changes in a run):
+    Eq. 6 with fixed weights plus the same hand weights on the wrist-relative hand-shape error.
+    Returns (value, logs)."""
+    rec, _ = reconstruction_loss(x_hat, x, mask, weights)
+    shape = hand_shape_error(x_hat, x, mask)
+    value = rec + weights["right_hand"] * shape["right_hand"] + weights["left_hand"] * shape["left_hand"]
+    return value, {"select": value, "shape_RH": shape["right_hand"], "shape_LH": shape["left_hand"]}
 
 
 def vae_loss(x_hat, x, mu, logvar, mask, weights, beta):

@@ -16,11 +16,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_model(query="none", fusion="local", text_dim=12, max_frames=16, dropout=0.1, seed=0,
-               d_model=32, dec_layers=2, ff=64):
+               d_model=32, dec_layers=2, ff=64, time_queries="progress"):
     torch.manual_seed(seed)
     model = G.A2VSLP(text_dim, d_model=d_model, enc_layers=1, enc_heads=4, dec_layers=dec_layers,
                      dec_heads=4, ff=ff, dropout=dropout, max_frames=max_frames, window=3,
-                     query=query, q=3, fusion=fusion)
+                     query=query, q=3, fusion=fusion, time_queries=time_queries)
     model.set_reference_pose(torch.randn(NUM_JOINTS, 3))
     return model
 
@@ -42,6 +42,20 @@ def test_sinusoidal_encoding_matches_formula(dim):
             angle = p / 10000 ** ((k - k % 2) / dim)
             expected = math.sin(angle) if k % 2 == 0 else math.cos(angle)
             assert abs(pe[p, k].item() - expected) < 1e-6
+
+
+def test_sinusoidal_encoding_of_real_positions_matches_formula():
+    pos = torch.tensor([[0.0, 2.5], [7.25, 120.0]])
+    pe = G.sinusoidal_encoding(pos, 6, dtype=torch.float64)
+    assert pe.shape == (2, 2, 6)
+    for i in range(2):
+        for j in range(2):
+            for k in range(6):
+                angle = pos[i, j].item() / 10000 ** ((k - k % 2) / 6)
+                expected = math.sin(angle) if k % 2 == 0 else math.cos(angle)
+                assert abs(pe[i, j, k].item() - expected) < 1e-5
+    # integer positions give the table of the int form
+    assert torch.allclose(G.sinusoidal_encoding(torch.arange(9.0), 6), G.sinusoidal_encoding(9, 6))
 
 
 def test_split_articulators_order_and_sizes():
@@ -83,6 +97,51 @@ def test_latent_l1_matches_naive_loop():
         expected_total += WEIGHTS[a] * term
         offset += size
     assert float(loss) == pytest.approx(expected_total, rel=1e-5)
+
+
+@pytest.mark.parametrize("floor,gamma", [(-0.5, 1.0), (0.3, 0.25), (None, 0.0)])
+def test_latent_l1_with_floor_and_logvar_weight_matches_naive_loop(floor, gamma):
+    """Eq. 3 with both log σ² clamped at the floor and γ on the log σ² term, element by element."""
+    mu_hat, logvar_hat, mu, logvar = random_latents(3, 5, seed=4)
+    loss, per = G.latent_l1_loss(mu_hat, logvar_hat, mu, logvar, MASK, WEIGHTS, floor, gamma)
+    lo = -math.inf if floor is None else floor
+    expected_total, offset = 0.0, 0
+    for a in ("body", "right_hand", "left_hand", "face"):
+        size, total, frames = LATENT_SIZES[a], 0.0, 0
+        for b in range(3):
+            for t in range(5):
+                if MASK[b, t]:
+                    frames += 1
+                    for d in range(offset, offset + size):
+                        total += abs(mu_hat[b, t, d].item() - mu[b, t, d].item())
+                        total += gamma * abs(max(logvar_hat[b, t, d].item(), lo) - max(logvar[b, t, d].item(), lo))
+        assert float(per[a]) == pytest.approx(total / (frames * size), rel=1e-5)
+        expected_total += WEIGHTS[a] * total / (frames * size)
+        offset += size
+    assert float(loss) == pytest.approx(expected_total, rel=1e-5)
+
+
+def test_logvar_floor_gives_no_gradient_below_it():
+    """Below the floor a predicted log σ² gets no gradient from Eq. 3 or Eq. 4: it decodes alike."""
+    mu_hat, logvar_hat, mu, logvar = random_latents(3, 5, seed=5)
+    logvar_hat = (logvar_hat - 3.0).requires_grad_()
+    l1, _ = G.latent_l1_loss(mu_hat, logvar_hat, mu, logvar, MASK, WEIGHTS, -2.0)
+    kl = G.gaussian_kl(mu_hat, logvar_hat, mu, logvar, MASK, -2.0)
+    grad, = torch.autograd.grad(l1 + kl, logvar_hat)
+    below = (logvar_hat.detach() < -2.0) & MASK[..., None]
+    above = (logvar_hat.detach() > -2.0) & MASK[..., None]
+    assert below.any() and above.any()
+    assert torch.all(grad[below] == 0) and torch.all(grad[above] != 0)
+
+
+def test_gaussian_kl_with_floor_matches_torch_distributions_of_clamped_variances():
+    mu_hat, logvar_hat, mu, logvar = random_latents(3, 5, seed=6)
+    floor = -0.7
+    kl = kl_divergence(Normal(mu_hat, torch.exp(0.5 * logvar_hat.clamp(min=floor))),
+                       Normal(mu, torch.exp(0.5 * logvar.clamp(min=floor))))    # (B, T, 80)
+    expected = (kl.sum(-1) * MASK).sum() / MASK.sum()
+    got = G.gaussian_kl(mu_hat, logvar_hat, mu, logvar, MASK, floor)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_latent_l1_weights_must_name_all_articulators():
@@ -209,6 +268,26 @@ def test_padding_does_not_change_real_positions(query, fusion):
         assert torch.allclose(batched[key][0, :7], alone[key][0], atol=1e-5)
         assert torch.isfinite(batched[key]).all()
     assert torch.allclose(batched["length_ratio"][0], alone["length_ratio"][0], atol=1e-6)
+
+
+def _early_frames(model, T, frames=6):
+    text = torch.randn(1, 4, 12, generator=torch.Generator().manual_seed(0))
+    out = model(text, torch.ones(1, 4, dtype=torch.bool), torch.ones(1, T, dtype=torch.bool))
+    return out["mu"][0, :frames]
+
+
+def test_progress_queries_let_early_frames_depend_on_the_target_length():
+    """With progress queries frame t knows t / (N - 1): the same early frames of a short and a long
+    sentence differ. With the paper's absolute queries and a 3-frame window in 2 layers, frames
+    0..5 see only frames 0..7 and the text, so they cannot tell N = 20 from N = 40."""
+    model = tiny_model(dropout=0.0, max_frames=64).eval()
+    with torch.no_grad():
+        short, long = _early_frames(model, 20), _early_frames(model, 40)
+    assert (short - long).abs().max() > 1e-2
+    absolute = tiny_model(dropout=0.0, max_frames=64, time_queries="absolute").eval()
+    with torch.no_grad():
+        short, long = _early_frames(absolute, 20), _early_frames(absolute, 40)
+    assert torch.allclose(short, long, atol=1e-5)
 
 
 def test_forward_shapes_and_input_errors():

@@ -76,6 +76,38 @@ def test_phase_2_starts_from_phase_1_and_logs_the_kl(pipeline):
     assert gen2_dev < 2 * p1_dev + 0.5 and first > 0
 
 
+def test_phase_2_continues_the_phase_1_hand_boost(pipeline):
+    """Eq. 8's state (s, EMAs, step count) carries over from phase 1 instead of restarting at s = 1."""
+    root, _ = pipeline
+    p1, p2 = load(root / "gen1" / "best.pt"), load(root / "gen2" / "last.pt")
+    assert p1["stage_state"]["steps"] > 0
+    assert p2["stage_state"]["steps"] == p1["stage_state"]["steps"] + p2["step"]
+    first_s = float((root / "gen2" / "log.txt").read_text().split("epoch 1/5")[1].split(" s ")[1].split()[0])
+    assert first_s >= min(p1["stage_state"]["s"], 4.0) * 0.9 and first_s > 1.0
+
+
+def test_evaluate_generators_adds_the_vae_row_and_pictures(pipeline, tmp_path):
+    """--generator: GT, the VAE ceiling (ground truth through the generator's VAE, z = μ) and each
+    generator; the VAE row's DTW-MJE is recomputed here from the VAE directly."""
+    pytest.importorskip("matplotlib")
+    from data import load_split
+    from evaluate import dtw_mje
+    from vae import load_vae
+    root, d = pipeline
+    out = tmp_path / "results.json"
+    ok(run([PY, "evaluate.py", "--data-dir", d, "--split", "test", "--generator", str(root / "gen1" / "best.pt"),
+            str(root / "gen2" / "best.pt"), "--backtranslator", str(root / "bt" / "best.pt"), "--out", str(out),
+            "--pictures", str(tmp_path)]))
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["name"] for r in rows] == ["GT", "VAE", "A2V-SLP", "A2V-SLP + KL"]   # one VAE, shared
+    vae = load_vae(str(root / "gen1" / "best.pt"))
+    gts = [s["poses_3d"][::2] for s in load_split(os.path.join(d, "test.pt"))]
+    recon = [vae.reconstruct(s["poses_3d"])[::2] for s in load_split(os.path.join(d, "test.pt"))]
+    assert rows[1]["DTW"] == pytest.approx(dtw_mje(recon, gts), rel=1e-6) and rows[1]["DTW"] > 0
+    for name in ("example.png", "example_hands.png", "example_alignment_A2VSLP.png", "example_alignment_A2VSLPKL.png"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+
+
 def test_sample_cli_writes_the_submission_format(pipeline, tmp_path):
     root, d = pipeline
     out = tmp_path / "one.pt"

@@ -73,6 +73,22 @@ def test_checkpoint_is_one_plain_dict(tmp_path):
     assert not [f for f in os.listdir(out) if ".tmp" in f]
 
 
+def test_cosine_decay_follows_the_closed_form_and_best_follows_the_dev_criterion(tmp_path):
+    """--lr-decay cosine: lr after epoch e is lr0 (1 + cos(pi e / E)) / 2; best.pt is the epoch with
+    the lowest logged dev criterion (`select`), whatever the dev loss does."""
+    import math
+    import re
+    d = write_random_release(tmp_path / "data", sizes=(("train", 8), ("dev", 4)))
+    out = tmp_path / "run"
+    assert_ok(run([PY, *vae_args(d, str(out), "--epochs", "4", "--batch-size", "4", "--lr", "1e-3",
+                                 "--lr-decay", "cosine")]))
+    lines = [l for l in (out / "log.txt").read_text().splitlines() if re.search(r"epoch \d/4 ", l)]
+    lrs = [float(re.search(r"lr ([0-9.e+-]+)", l).group(1)) for l in lines]
+    assert lrs == pytest.approx([1e-3 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(1, 5)], rel=1e-2, abs=1e-9)
+    select = [float(re.search(r"dev .* select ([0-9.e+-]+)", l).group(1)) for l in lines]
+    assert load(out / "best.pt")["epoch"] == 1 + select.index(min(select))
+
+
 def test_vae_learns_the_corpus(small_corpus, tmp_path):
     """A short training brings dev reconstruction far below predicting the mean training pose."""
     from data import ARTICULATORS, load_split

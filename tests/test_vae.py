@@ -126,3 +126,30 @@ def test_pose_stats_are_undone_by_decode():
 def test_unknown_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="vae-variant"):
         V.DisentangledVAE("huge")
+
+
+def test_hand_shape_error_matches_a_naive_loop():
+    """Finger joints relative to their wrist, L1 per coordinate, over real frames only; a hand that
+    is moved as a whole has no shape error."""
+    from vae import hand_shape_error, selection_error, reconstruction_loss
+    g = torch.Generator().manual_seed(3)
+    x, x_hat = torch.randn(2, 4, 178, 3, generator=g), torch.randn(2, 4, 178, 3, generator=g)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    got = hand_shape_error(x_hat, x, mask)
+    for a, wrist in (("right_hand", 8), ("left_hand", 29)):
+        total, n = 0.0, 0
+        for b in range(2):
+            for t in range(4):
+                if mask[b, t]:
+                    n += 1
+                    for j in range(wrist + 1, wrist + 21):
+                        for c in range(3):
+                            total += abs((x_hat[b, t, j, c] - x_hat[b, t, wrist, c]) - (x[b, t, j, c] - x[b, t, wrist, c])).item() / 60
+        assert float(got[a]) == pytest.approx(total / n, rel=1e-5)
+    shifted = x.clone()
+    shifted[:, :, 8:29] += torch.tensor([0.3, -0.2, 0.1])
+    assert float(hand_shape_error(shifted, x, mask)["right_hand"]) == pytest.approx(0.0, abs=1e-6)
+    w = {"body": 1.0, "right_hand": 10.0, "left_hand": 14.0, "face": 2.0}
+    value, logs = selection_error(x_hat, x, mask, w)
+    expected = reconstruction_loss(x_hat, x, mask, w)[0] + 10 * got["right_hand"] + 14 * got["left_hand"]
+    assert float(value) == pytest.approx(float(expected), rel=1e-6) and logs["select"] is value
