@@ -75,9 +75,6 @@ def get_args(argv=None):
     v = p.add_argument_group("vae (§3.1, §4.3)")
     v.add_argument("--vae-variant", default="base", choices=["base", "csl", "entangled"],
                    help="base: PHOENIX encoders; csl: the larger CSL-Daily encoders; entangled: Table 1 ablation")
-    v.add_argument("--vae-hand-frame", default="wrist", choices=["wrist", "absolute"],
-                   help="wrist: each hand encoded as wrist position + finger joints relative to it, standardised "
-                        "on their own (not in the paper); absolute: the paper's plain coordinates")
     v.add_argument("--beta", type=float, default=1e-6, help="KL weight β of Eq. 5 (1e-6 PHOENIX, 1e-7 CSL-Daily)")
     v.add_argument("--w-rh", type=float, default=10.0, help="w_RH of Eq. 6 (§4.3: 10)")
     v.add_argument("--w-lh", type=float, default=14.0, help="w_LH of Eq. 6 (§4.3: 14)")
@@ -174,9 +171,9 @@ def load_train_dev(args):
 def vae_stage(args, device, distributed):
     from vae import DisentangledVAE, hand_shape_error, selection_error, vae_loss
     train_path, dev_path, train, dev = load_train_dev(args)
-    model = DisentangledVAE(args.vae_variant, args.vae_hand_frame)
+    model = DisentangledVAE(args.vae_variant)
     frames = torch.cat([s["poses_3d"] for s in train])                    # (ΣN, 178, 3)
-    model.fit_pose_stats(frames)
+    model.set_pose_stats(frames.mean(0), frames.std(0))
     weights = {"body": args.w_body, "right_hand": args.w_rh, "left_hand": args.w_lh, "face": args.w_face}
 
     def loss(m, batch):
@@ -286,7 +283,6 @@ def generator_stage(args, device, distributed):
         return total, logs, mask.sum()
 
     extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_variant": vae.variant,
-             "vae_hand_frame": vae.hand_frame,
              "bert": args.bert, "max_tokens": data.MAX_TOKENS, "phase": args.phase}
     return {"model": model, "loss": loss, "report": None, "extra": extra, "criterion": "select",
             "train": data.SignDataset(train, emb, lat), "dev": data.SignDataset(dev, emb, lat),

@@ -88,41 +88,14 @@ class RegionDecoder(nn.Module):
         return self.out(self.mlp(z))
 
 
-HAND_WRISTS = (ARTICULATORS["right_hand"].start, ARTICULATORS["left_hand"].start)  # hand landmark 0
-
-
-def to_hand_frame(x):
-    """(..., 178, 3) → the same with each hand's 20 finger joints taken relative to its wrist."""
-    x = x.clone()
-    for w in HAND_WRISTS:
-        x[..., w + 1:w + 21, :] -= x[..., w:w + 1, :]
-    return x
-
-
-def from_hand_frame(x):
-    """The inverse of to_hand_frame: finger joints back to absolute positions."""
-    x = x.clone()
-    for w in HAND_WRISTS:
-        x[..., w + 1:w + 21, :] += x[..., w:w + 1, :]
-    return x
-
-
 class DisentangledVAE(nn.Module):
-    """Articulator-wise VAE over single frames. variant: "base" | "csl" | "entangled".
+    """Articulator-wise VAE over single frames. variant: "base" | "csl" | "entangled"."""
 
-    hand_frame="wrist" (not in the paper) encodes each hand as its wrist position plus the finger
-    joints relative to the wrist, each standardised on its own: the hand's shape then has its own
-    scale instead of hiding inside the spread of where the arm puts the hand. "absolute": the
-    paper's plain coordinates. Either way the VAE reads and writes absolute 178 × 3 poses.
-    """
-
-    def __init__(self, variant="base", hand_frame="wrist"):
+    def __init__(self, variant="base"):
         super().__init__()
         if variant not in HIDDEN_SIZES:
             raise ValueError(f"--vae-variant {variant!r}: choose one of {sorted(HIDDEN_SIZES)}")
-        if hand_frame not in ("wrist", "absolute"):
-            raise ValueError(f"--vae-hand-frame {hand_frame!r}: choose wrist or absolute")
-        self.variant, self.hand_frame = variant, hand_frame
+        self.variant = variant
         hidden = HIDDEN_SIZES[variant]
         if variant == "entangled":
             self.regions = {"all": (slice(0, NUM_JOINTS), LATENT_DIM)}
@@ -137,19 +110,11 @@ class DisentangledVAE(nn.Module):
         self.register_buffer("pose_std", torch.ones(NUM_JOINTS, 3))
 
     def set_pose_stats(self, mean, std):
-        """Mean and std (178, 3) of the encoder's input coordinates (after to_hand_frame when
-        hand_frame is "wrist"): see fit_pose_stats."""
         self.pose_mean.copy_(mean)
         self.pose_std.copy_(std.clamp_min(1e-6))
 
-    def fit_pose_stats(self, frames):
-        """Set the standardisation from training frames (N, 178, 3)."""
-        frames = to_hand_frame(frames) if self.hand_frame == "wrist" else frames
-        self.set_pose_stats(frames.mean(0), frames.std(0))
-
     def encode(self, x):
         """Poses (..., 178, 3) → μ, log σ², each (..., 80) ordered body, RH, LH, face (Eq. 1)."""
-        x = to_hand_frame(x) if self.hand_frame == "wrist" else x
         x = (x - self.pose_mean) / self.pose_std                           # (..., 178, 3)
         mus, logvars = [], []
         for a, (s, _) in self.regions.items():
@@ -165,8 +130,8 @@ class DisentangledVAE(nn.Module):
             xa = self.decoders[a](z[..., start:start + n])                 # (..., J·3)
             parts.append(xa.unflatten(-1, (s.stop - s.start, 3)))          # (..., J, 3)
             start += n
-        x = torch.cat(parts, -2) * self.pose_std + self.pose_mean          # (..., 178, 3)
-        return from_hand_frame(x) if self.hand_frame == "wrist" else x
+        x = torch.cat(parts, -2)                                           # (..., 178, 3)
+        return x * self.pose_std + self.pose_mean
 
     @torch.no_grad()
     def reconstruct(self, x):
@@ -255,13 +220,11 @@ def load_vae(path, map_location="cpu"):
         raise DataError(f"{path}: not a checkpoint of this project")
     if ckpt["stage"] == "vae":
         variant, state = ckpt["args"]["vae_variant"], ckpt["model"]
-        hand_frame = ckpt["args"].get("vae_hand_frame", "absolute")
     elif ckpt["stage"] == "generator":
         variant, state = ckpt["vae_variant"], ckpt["vae"]
-        hand_frame = ckpt.get("vae_hand_frame", "absolute")
     else:
         raise DataError(f"{path}: a {ckpt['stage']!r} checkpoint, expected a VAE (stage 'vae')")
-    vae = DisentangledVAE(variant, hand_frame)
+    vae = DisentangledVAE(variant)
     vae.load_state_dict(state)
     return vae.eval().to(map_location)
 

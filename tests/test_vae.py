@@ -110,35 +110,17 @@ def test_weighted_reconstruction_matches_a_per_articulator_loop():
     assert set(logs) == {"rec", "kl", "L_body", "L_right_hand", "L_left_hand", "L_face"}
 
 
-@pytest.mark.parametrize("hand_frame", ["absolute", "wrist"])
-def test_pose_stats_are_undone_by_decode(hand_frame):
-    m = V.DisentangledVAE("base", hand_frame)
+def test_pose_stats_are_undone_by_decode():
+    m = V.DisentangledVAE("base")
     mean, std = torch.randn(178, 3), torch.rand(178, 3) + 0.5
     m.set_pose_stats(mean, std)
     z = torch.randn(5, 80)
-    m2 = V.DisentangledVAE("base", hand_frame)
+    m2 = V.DisentangledVAE("base")
     m2.load_state_dict({k: v for k, v in m.state_dict().items()})
     assert torch.allclose(m2.decode(z), m.decode(z))
-    raw = V.DisentangledVAE("base", "absolute")
+    raw = V.DisentangledVAE("base")
     raw.load_state_dict({**m.state_dict(), "pose_mean": torch.zeros(178, 3), "pose_std": torch.ones(178, 3)})
-    expected = raw.decode(z) * std + mean                                     # (5, 178, 3)
-    if hand_frame == "wrist":                                                 # fingers were wrist-relative
-        for w in (8, 29):
-            expected[:, w + 1:w + 21] += expected[:, w:w + 1]
-    assert torch.allclose(m.decode(z), expected, atol=1e-5)
-
-
-def test_hand_frame_round_trip_and_fitted_stats():
-    """to_hand_frame / from_hand_frame are inverse; with hand_frame="wrist" the standardisation is
-    fitted to wrist-relative fingers, so standardised finger offsets have unit spread."""
-    x = torch.randn(50, 178, 3)
-    assert torch.allclose(V.from_hand_frame(V.to_hand_frame(x)), x, atol=1e-6)
-    local = V.to_hand_frame(x)
-    assert torch.equal(local[:, 8], x[:, 8]) and torch.allclose(local[:, 9], x[:, 9] - x[:, 8])
-    assert torch.equal(local[:, :8], x[:, :8]) and torch.equal(local[:, 50:], x[:, 50:])
-    m = V.DisentangledVAE("base", "wrist")
-    m.fit_pose_stats(x)
-    assert torch.allclose(m.pose_mean, local.mean(0)) and torch.allclose(m.pose_std, local.std(0))
+    assert torch.allclose(m.decode(z), raw.decode(z) * std + mean, atol=1e-5)
 
 
 def test_unknown_variant_is_a_clear_error():
