@@ -187,3 +187,193 @@ def test_bad_flags_and_checkpoints(trained, tmp_path):
         assert_clean_error(run(cmd), *needles, code=code)
     assert digest(out) == before
     assert not (tmp_path / "o.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Round two (issue 14): uneven dev shards, refused resumes, one-line errors, no silent overwrites
+# ---------------------------------------------------------------------------------------------
+
+TINY_GEN = ["--d-model", "32", "--ff", "64", "--enc-layers", "1", "--dec-layers", "1", "--enc-heads", "2",
+            "--dec-heads", "2", "--dropout", "0.0"]
+
+
+def snapshot(folder):
+    """{relative path: (sha1, mtime_ns)} of every file under folder (None if it does not exist)."""
+    if not os.path.exists(folder):
+        return None
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = (hashlib.sha1(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
+    return out
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def gen_cmd(d, vae, out, *extra):
+    return [PY, "train.py", "--stage", "generator", "--vae", str(vae), "--data-dir", str(d), "--out-dir", str(out),
+            "--batch-size", "4", *TINY_GEN, *extra]
+
+
+@pytest.mark.parametrize("num_dev", [5, 1])
+def test_dev_loss_on_uneven_shards_equals_one_process(tmp_path, num_dev):
+    """2 ranks, per-rank batch 2: 5 dev samples are 2 batches on rank 0 and 1 on rank 1; 1 dev sample
+    leaves rank 1 without any (this hung). --lr 0 keeps the initial weights, so the dev loss depends
+    on the sharding only; it must equal one process and a direct computation over the whole split."""
+    lengths = [3, 7, 4, 9, 5][:num_dev]
+    d = write_random_release(tmp_path / "data", lengths={"train": [4, 5, 6, 7], "dev": lengths})
+    common = ["--epochs", "1", "--batch-size", "4", "--lr", "0", "--deterministic-latent"]
+    ok(run(vae_cmd(d, tmp_path / "one", *common)))
+    ok(torchrun(2, vae_cmd(d, tmp_path / "two", *common)[1:], timeout=120))
+    one, two = load(tmp_path / "one" / "last.pt"), load(tmp_path / "two" / "last.pt")
+    assert two["world_size"] == 2
+    from vae import DisentangledVAE, vae_loss
+    model = DisentangledVAE("base")
+    model.load_state_dict(two["model"])
+    model.eval()
+    dev = data.load_split(os.path.join(d, "dev.pt"))
+    batch = data.collate([{"name": s["name"], "text": s["text"], "poses": s["poses_3d"]} for s in dev])
+    with torch.no_grad():
+        x_hat, mu, logvar = model(batch["poses"], sample=False)
+        weights = {"body": 1.0, "right_hand": 10.0, "left_hand": 14.0, "face": 2.0}
+        direct, _ = vae_loss(x_hat, batch["poses"], mu, logvar, batch["frame_mask"], weights, 1e-6)
+    assert two["val"] == pytest.approx(direct.item(), rel=1e-5)
+    assert one["val"] == pytest.approx(two["val"], rel=1e-6)
+
+
+def test_dev_sharding_of_phoenix_dev_over_8_ranks(monkeypatch):
+    """PHOENIX dev: 519 sentences, 8 ranks, global batch 64 (8 per rank): 9 dev batches on 7 ranks,
+    8 on the last. Each rank's run_epoch is run with counting stand-ins for the collectives: all ranks
+    make the same calls, and the sum of what they all-reduce is the one-process dev loss."""
+    import types
+    import train
+    n, world, per_rank = 519, 8, 64 // 8
+    shards = [train.dev_shard(n, r, world) for r in range(world)]
+    assert sorted(i for s in shards for i in s) == list(range(n))          # each sample exactly once
+    assert [-(-len(s) // per_rank) for s in shards] == [9] * 7 + [8]
+    g = torch.Generator().manual_seed(0)
+    samples = [{"name": f"s{i}", "text": "t", "poses_3d": torch.randn(1 + i % 3, 178, 3, generator=g)}
+               for i in range(n)]
+    dataset = data.SignDataset(samples)
+
+    def loss_fn(m, batch):                 # a frame-averaged loss, like the real ones
+        mask = batch["frame_mask"]
+        per_frame = batch["poses"].abs().mean((-1, -2))                    # (B, T)
+        return (per_frame * mask).sum() / mask.sum(), {"other": per_frame.max()}, mask.sum()
+
+    args = types.SimpleNamespace(stage="vae", skip_nonfinite=False)
+    ctx = torch.autocast("cpu", enabled=False)
+
+    def epoch(indices, distributed):
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=per_rank,
+                                             collate_fn=data.collate)
+        return train.run_epoch(None, loader, loss_fn, None, "cpu", args, distributed, ctx, 0, 0)
+
+    calls, packs = [], []
+    monkeypatch.setattr(train.dist, "get_world_size", lambda: world)
+    monkeypatch.setattr(train.dist, "all_reduce", lambda t: (calls[-1].append("all_reduce"), packs.append(t.clone())))
+    monkeypatch.setattr(train.dist, "all_gather_object",
+                        lambda out, obj: (calls[-1].append("all_gather"), out.__setitem__(slice(None), [obj] * world)))
+    for shard in shards:
+        calls.append([])
+        epoch(shard, True)
+    assert all(c == calls[0] for c in calls) and len(calls[0]) == 2        # same collectives on every rank
+    total = torch.stack(packs).sum(0)                                      # what the all-reduce gives
+    whole, _, _, _ = epoch(list(range(n)), False)
+    direct = sum(s["poses_3d"].abs().mean((-1, -2)).sum() for s in samples) / sum(len(s["poses_3d"]) for s in samples)
+    assert (total[0] / total[2]).item() == pytest.approx(whole["loss"], rel=1e-6)   # float32 batch means
+    assert whole["loss"] == pytest.approx(direct.item(), rel=1e-6)
+    assert total[-2].item() == sum(len(s["poses_3d"]) for s in samples)   # frames, none counted twice
+
+
+def test_resume_with_changed_flags_is_refused_with_the_differences(trained):
+    d, out = trained
+    before = snapshot(out)
+    proc = run(vae_cmd(d, out, "--epochs", "2", "--batch-size", "4", "--beta", "1e-5", "--w-face", "3"))
+    assert_clean_error(proc, "error:", "last.pt", "--beta: 1e-06 in the checkpoint, 1e-05 now",
+                       "--w-face: 2.0 in the checkpoint, 3.0 now")
+    assert "--epochs" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert snapshot(out) == before                                         # log.txt included
+    # flags that may change on resume
+    ok(run(vae_cmd(d, out, "--epochs", "2", "--batch-size", "4", "--patience", "5", "--num-workers", "0",
+                   "--skip-nonfinite", "--skip-bad-samples", "--resume", "always", "--cache-dir", str(out / "c"))))
+    assert load(out / "last.pt")["epoch"] == 2
+
+
+def test_a_flag_the_checkpoint_predates_counts_as_its_default(trained):
+    """A flag added after the checkpoint was written: resuming at its default is allowed, any other
+    value is a changed run."""
+    d, out = trained
+    ckpt = load(out / "last.pt")
+    del ckpt["args"]["w_face"]
+    torch.save(ckpt, out / "last.pt")
+    before = snapshot(out)
+    proc = run(vae_cmd(d, out, "--epochs", "2", "--batch-size", "4", "--w-face", "3"))
+    assert_clean_error(proc, "--w-face: 2.0 in the checkpoint, 3.0 now")
+    assert snapshot(out) == before
+    ok(run(vae_cmd(d, out, "--epochs", "2", "--batch-size", "4")))
+
+
+def test_help_names_the_flags_that_may_change_on_resume(capsys):
+    import train
+    with pytest.raises(SystemExit):
+        train.get_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--epochs", "--patience", "--num-workers", "--skip-bad-samples", "--skip-nonfinite", "--cache-dir"):
+        assert flag in text.split("except for", 1)[1], flag
+
+
+@pytest.fixture(scope="module")
+def gen_run(tmp_path_factory):
+    """A VAE, a 1-epoch tiny generator and a 1-epoch tiny back-translator; the data and VAE folders'
+    contents before the generator ran."""
+    root = tmp_path_factory.mktemp("gen")
+    d = write_random_release(root / "data", sizes=(("train", 8), ("dev", 3), ("test", 2)))
+    ok(run(vae_cmd(d, root / "vae", "--epochs", "1", "--batch-size", "4")))
+    inputs = {"data": snapshot(d), "vae": snapshot(root / "vae")}
+    ok(run(gen_cmd(d, root / "vae" / "best.pt", root / "gen", "--epochs", "1")))
+    ok(run([PY, "train.py", "--stage", "backtranslation", "--data-dir", d, "--out-dir", str(root / "bt"),
+            "--epochs", "1", "--batch-size", "4", "--bt-d-model", "16", "--bt-ff", "32", "--bt-layers", "1",
+            "--bt-heads", "2"]))
+    return root, d, inputs
+
+
+def test_generator_training_writes_only_into_its_out_dir(gen_run):
+    root, d, inputs = gen_run
+    assert snapshot(d) == inputs["data"] and snapshot(root / "vae") == inputs["vae"]
+    cached = sorted(os.listdir(root / "gen" / "cache"))
+    assert len([f for f in cached if f.startswith("latents_")]) == 2 and any(f.startswith("text_emb_") for f in cached)
+
+
+@pytest.mark.parametrize("change", ["vae", "window", "phase"])
+def test_generator_resume_with_another_vae_window_or_phase_is_refused(gen_run, tmp_path, change):
+    import shutil
+    root, d, _ = gen_run
+    out = tmp_path / "gen"
+    shutil.copytree(root / "gen", out)
+    vae = root / "vae" / "best.pt"
+    extra, needle = {"vae": (["--vae", str(root / "vae" / "last.pt")], "--vae: "),
+                     "window": (["--window", "5"], "--window: 3 in the checkpoint, 5 now"),
+                     "phase": (["--phase", "2", "--init", str(root / "gen" / "best.pt")], "--phase: 1 in the checkpoint, 2 now")}[change]
+    before = snapshot(out)
+    cmd = gen_cmd(d, vae, out, "--epochs", "2", *extra)
+    if change == "vae":
+        cmd = [c for c in cmd if c != str(vae)]
+        cmd.remove("--vae")
+    assert_clean_error(run(cmd), "error:", str(out / "last.pt"), "incompatible", needle)
+    assert snapshot(out) == before
+
+
+def test_resume_never_and_auto_keep_a_lone_best_pt(trained):
+    d, out = trained
+    os.remove(out / "last.pt")
+    before = snapshot(out)
+    for mode in ("never", "auto"):
+        assert_clean_error(run(vae_cmd(d, out, "--epochs", "1", "--batch-size", "4", "--resume", mode)),
+                           "error:", "best.pt")
+        assert snapshot(out) == before
