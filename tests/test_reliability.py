@@ -568,6 +568,15 @@ def test_bad_json_submissions_are_one_line_errors(gen_run, tmp_path, capsys, cas
     assert sorted(os.listdir(tmp_path)) == ["sub.json"]
 
 
+def test_render_makes_a_missing_output_folder(gen_run, tmp_path):
+    import render
+    root, d, _ = gen_run
+    path = tmp_path / "p.pt"
+    torch.save({s["name"]: s["poses_3d"] for s in data.load_split(os.path.join(d, "test.pt"))}, path)
+    render.main(["--poses", str(path), "--data-dir", d, "--split", "test", "--out", str(tmp_path / "new" / "pic")])
+    assert sorted(os.listdir(tmp_path / "new")) == ["pic.gif", "pic.png"]
+
+
 @pytest.mark.parametrize("case", ["NaN", "177 joints"])
 def test_render_refuses_unusable_poses(gen_run, tmp_path, capsys, case):
     import render
