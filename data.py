@@ -225,15 +225,17 @@ def load_split(path, skip_bad=False):
     return samples
 
 
-def check_disjoint(splits):
-    """splits: {path: samples}. DataError when a sample name occurs in two split files (latent
-    targets and predictions are looked up by name)."""
+def check_unique_names(splits):
+    """splits: {path: samples}. DataError when one name stands for two different samples in two
+    split files (latent targets and predictions are looked up by name); the same sample in two
+    splits (dev = train for an overfitting check) is fine."""
     seen = {}
     for path, samples in splits.items():
         for s in samples:
-            if s["name"] in seen and seen[s["name"]] != path:
-                raise DataError(f"{path}: sample {s['name']!r} is also in {seen[s['name']]}; names must be unique")
-            seen[s["name"]] = path
+            other = seen.setdefault(s["name"], (path, s))
+            if other[0] != path and (other[1]["text"] != s["text"] or not torch.equal(other[1]["poses_3d"], s["poses_3d"])):
+                raise DataError(f"{path}: sample {s['name']!r} differs from the sample of that name in {other[0]}; "
+                                "names must be unique")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,7 +533,7 @@ def main(argv=None):
                 n = [len(s["poses_3d"]) for s in samples]
                 log.info("%s: %d samples, frames min %d / mean %.1f / max %d, %d speakers", split,
                          len(samples), min(n), sum(n) / len(n), max(n), len({s["speaker"] for s in samples}))
-            check_disjoint(splits)
+            check_unique_names(splits)
     except (DataError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
 

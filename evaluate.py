@@ -531,9 +531,9 @@ def main(argv=None):
     try:
         samples = load_split(split_path)
         names, refs = [s["name"] for s in samples], [s["text"] for s in samples]
+        bt, bt_step = load_backtranslator(args.backtranslator, args.device)
         submitted = {path: read_predictions(path, names) for path in args.predictions or []}
         gts = [s["poses_3d"][::args.fps_step] for s in samples]
-        bt, bt_step = load_backtranslator(args.backtranslator, args.device)
         if bt_step != args.fps_step:
             print(f"note: the back-translator was trained with frame step {bt_step}, scoring uses {args.fps_step}")
         print(f"back-translating {len(samples)} ground-truth sequences (beam {args.beam}) ...", flush=True)

@@ -164,7 +164,7 @@ def load_train_dev(args):
     """(train_path, dev_path, train samples, dev samples) of --data-dir, validated."""
     train_path, dev_path = os.path.join(args.data_dir, "train.pt"), os.path.join(args.data_dir, "dev.pt")
     train, dev = data.load_split(train_path, args.skip_bad_samples), data.load_split(dev_path, args.skip_bad_samples)
-    data.check_disjoint({train_path: train, dev_path: dev})
+    data.check_unique_names({train_path: train, dev_path: dev})
     return train_path, dev_path, train, dev
 
 

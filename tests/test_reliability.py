@@ -35,14 +35,26 @@ def assert_clean_error(proc, *needles, code=1):
         assert n in proc.stderr, f"{n!r} not in:\n{proc.stderr[-2000:]}"
 
 
-@pytest.fixture
-def trained(tmp_path):
-    """A data dir and an out dir holding a finished 1-epoch VAE run."""
-    d = write_random_release(tmp_path / "data")
-    out = tmp_path / "vae"
-    proc = run(vae_cmd(d, out, "--epochs", "1", "--batch-size", "4"))
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    d = write_random_release(root / "data")
+    proc = run(vae_cmd(d, root / "vae", "--epochs", "1", "--batch-size", "4"))
     assert proc.returncode == 0, proc.stderr
-    return d, out
+    return root
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path):
+    """A data dir and an out dir holding a finished 1-epoch VAE run (a fresh copy for each test)."""
+    import shutil
+    for name in ("data", "vae"):
+        shutil.copytree(trained_once / name, tmp_path / name)
+    for name in ("last.pt", "best.pt"):                  # as if trained on the copied data dir
+        ckpt = load(tmp_path / "vae" / name)
+        ckpt["args"]["data_dir"] = str(tmp_path / "data")
+        torch.save(ckpt, tmp_path / "vae" / name)
+    return str(tmp_path / "data"), tmp_path / "vae"
 
 
 def test_worker_killed_mid_epoch_is_restarted_and_ends_like_an_uninterrupted_run(tmp_path):
@@ -229,9 +241,8 @@ def test_dev_loss_on_uneven_shards_equals_one_process(tmp_path, num_dev):
     lengths = [3, 7, 4, 9, 5][:num_dev]
     d = write_random_release(tmp_path / "data", lengths={"train": [4, 5, 6, 7], "dev": lengths})
     common = ["--epochs", "1", "--batch-size", "4", "--lr", "0", "--deterministic-latent"]
-    ok(run(vae_cmd(d, tmp_path / "one", *common)))
     ok(torchrun(2, vae_cmd(d, tmp_path / "two", *common)[1:], timeout=120))
-    one, two = load(tmp_path / "one" / "last.pt"), load(tmp_path / "two" / "last.pt")
+    two = load(tmp_path / "two" / "last.pt")
     assert two["world_size"] == 2
     from vae import DisentangledVAE, vae_loss
     model = DisentangledVAE("base")
@@ -244,7 +255,9 @@ def test_dev_loss_on_uneven_shards_equals_one_process(tmp_path, num_dev):
         weights = {"body": 1.0, "right_hand": 10.0, "left_hand": 14.0, "face": 2.0}
         direct, _ = vae_loss(x_hat, batch["poses"], mu, logvar, batch["frame_mask"], weights, 1e-6)
     assert two["val"] == pytest.approx(direct.item(), rel=1e-5)
-    assert one["val"] == pytest.approx(two["val"], rel=1e-6)
+    if num_dev > 1:                                        # and one process gives the same
+        ok(run(vae_cmd(d, tmp_path / "one", *common)))
+        assert load(tmp_path / "one" / "last.pt")["val"] == pytest.approx(two["val"], rel=1e-6)
 
 
 def test_dev_sharding_of_phoenix_dev_over_8_ranks(monkeypatch):
@@ -420,7 +433,9 @@ def test_duplicate_sample_names_are_refused(tmp_path, case):
         splits = {"train": {"a": _sample("x"), "b": _sample("x")}, "dev": {"d": _sample("d")}, "test": {"t": _sample("t")}}
         needles = ["train.pt", "'b'", "'x'", "'a'", "unique"]
     else:
-        splits = {"train": {"a": _sample("a"), "b": _sample("b")}, "dev": {"b": _sample("b")}, "test": {"t": _sample("t")}}
+        same = _sample("c")                  # the same sample in two splits is fine, another one is not
+        splits = {"train": {"a": _sample("a"), "b": _sample("b"), "c": same}, "dev": {"b": _sample("b"), "c": same},
+                  "test": {"t": _sample("t")}}
         needles = ["dev.pt", "'b'", "train.pt", "unique"]
     d = _release(tmp_path / "data", splits)
     out = tmp_path / "run"
@@ -634,7 +649,7 @@ def test_an_overflowing_dtw_is_null_in_strict_json(gen_run, tmp_path):
 def test_the_constant_text_baseline_does_not_depend_on_string_hashing():
     texts = ["e d", "c", "a b", "c", "a b", "e d", "z", "b a", "b a"]        # four texts tie at 2
     code = f"import evaluate; print(evaluate.most_frequent({texts!r}))"
-    outs = {run([PY, "-c", code], env={"PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (0, 1, 2, 3)}
+    outs = {run([PY, "-c", code], env={"PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (0, 1)}
     assert outs == {"e d"}                                 # the first of the tied texts in file order
 
 
