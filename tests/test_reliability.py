@@ -428,7 +428,7 @@ def _release(folder, samples):
 
 
 @pytest.mark.parametrize("case", ["in one file", "across splits"])
-def test_duplicate_sample_names_are_refused(tmp_path, case):
+def test_duplicate_sample_names_are_refused(tmp_path, capsys, case):
     if case == "in one file":
         splits = {"train": {"a": _sample("x"), "b": _sample("x")}, "dev": {"d": _sample("d")}, "test": {"t": _sample("t")}}
         needles = ["train.pt", "'b'", "'x'", "'a'", "unique"]
@@ -441,7 +441,8 @@ def test_duplicate_sample_names_are_refused(tmp_path, case):
     out = tmp_path / "run"
     assert_clean_error(run(vae_cmd(d, out, "--epochs", "1", "--batch-size", "2")), "error:", *needles)
     assert snapshot(out) is None
-    assert_clean_error(run([PY, "data.py", "check", "--data-dir", d]), "error:", *needles)
+    code, message = cli_error(data.main, ["check", "--data-dir", d], capsys)
+    assert code == 1 and message.startswith("error: ") and all(n in message for n in needles), message
 
 
 def test_text_that_is_not_utf8_is_one_line_error(trained, tmp_path):
