@@ -152,6 +152,15 @@ def safe_load(path, what="file"):
         raise DataError(f"{path}: cannot load this {what}: {type(e).__name__}: {reason}") from None
 
 
+def check_utf8(text, where):
+    """DataError unless `text` can be written as UTF-8 (bytes that were not UTF-8 arrive in Python as
+    lone surrogates, e.g. from a command line or a badly converted file)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(f"{where} is not valid UTF-8 text (character {e.start}: {text[e.start]!r})") from None
+
+
 def validate_sample(key, sample, path):
     """Check one release-format sample and return it with poses_3d as a float32 (N, 178, 3) tensor."""
     where = f"{path}: sample {key!r}"
@@ -163,6 +172,7 @@ def validate_sample(key, sample, path):
     for k in ("name", "text", "gloss", "speaker"):
         if not isinstance(sample[k], str):
             raise DataError(f"{where}: {k!r} must be a str, got {type(sample[k]).__name__}")
+        check_utf8(sample[k], f"{where}: {k!r}")
     if not sample["text"].strip():
         raise DataError(f"{where}: empty text")
     poses = sample["poses_3d"]
@@ -194,10 +204,15 @@ def load_split(path, skip_bad=False):
     obj = safe_load(path, what="data file")
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a dict {{name: sample}}, got {type(obj).__name__}")
-    samples, skipped = [], 0
+    samples, skipped, keys = [], 0, {}
     for key, sample in obj.items():
         try:
-            samples.append(validate_sample(key, sample, path))
+            s = validate_sample(key, sample, path)
+            if s["name"] in keys:
+                raise DataError(f"{path}: sample {key!r} has the name {s['name']!r} of sample "
+                                f"{keys[s['name']]!r}; names must be unique")
+            keys[s["name"]] = key
+            samples.append(s)
         except DataError as e:
             if not skip_bad:
                 raise
@@ -208,6 +223,19 @@ def load_split(path, skip_bad=False):
     if not samples:
         raise DataError(f"{path}: no usable samples (the split is empty)")
     return samples
+
+
+def check_unique_names(splits):
+    """splits: {path: samples}. DataError when one name stands for two different samples in two
+    split files (latent targets and predictions are looked up by name); the same sample in two
+    splits (dev = train for an overfitting check) is fine."""
+    seen = {}
+    for path, samples in splits.items():
+        for s in samples:
+            other = seen.setdefault(s["name"], (path, s))
+            if other[0] != path and (other[1]["text"] != s["text"] or not torch.equal(other[1]["poses_3d"], s["poses_3d"])):
+                raise DataError(f"{path}: sample {s['name']!r} differs from the sample of that name in {other[0]}; "
+                                "names must be unique")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,6 +420,9 @@ def atomic_save(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:   # disk full, read-only folder; torch.save says RuntimeError
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise OSError(f"{path}: cannot write ({reason}); the previous file, if any, is unchanged") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -480,6 +511,10 @@ def main(argv=None):
     try:
         if args.cmd == "synthetic":
             import corpus
+            there = [f for f in ("train.pt", "dev.pt", "test.pt") if os.path.exists(os.path.join(args.out_dir, f))]
+            if there:
+                raise DataError(f"{args.out_dir}: already holds {', '.join(there)}; choose an empty folder "
+                                "(nothing was changed)")
             sizes = {k: v for k, v in (("num_train", args.num_train), ("num_dev", args.num_dev),
                                        ("num_test", args.num_test)) if v is not None}
             counts = corpus.write_corpus(args.out_dir, seed=args.seed, signers=args.signers, **sizes)
@@ -491,12 +526,15 @@ def main(argv=None):
             dim = next(iter(emb.values())).shape[-1]
             log.info("%d texts embedded with %s (width %d)", len(emb), args.bert, dim)
         elif args.cmd == "check":
+            splits = {}
             for split in ("train", "dev", "test"):
-                samples = load_split(os.path.join(args.data_dir, f"{split}.pt"))
+                path = os.path.join(args.data_dir, f"{split}.pt")
+                samples = splits[path] = load_split(path)
                 n = [len(s["poses_3d"]) for s in samples]
                 log.info("%s: %d samples, frames min %d / mean %.1f / max %d, %d speakers", split,
                          len(samples), min(n), sum(n) / len(n), max(n), len({s["speaker"] for s in samples}))
-    except (DataError, ValueError) as e:
+            check_unique_names(splits)
+    except (DataError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -20,9 +20,11 @@ is the caller's job; the command line does it (--fps-step 2, on by default for 2
 """
 import argparse
 import json
+import math
 import os
 import queue
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -443,8 +445,11 @@ def generator_name(ckpt_args):
 def read_predictions(path, names):
     """A submission {name: Tensor[N,178,3] | {"poses_3d": ...}} (.pt, .pkl or .json) for `names`."""
     if path.endswith(".json"):
-        with open(path) as f:
-            obj = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                obj = json.load(f)
+        except ValueError as e:                          # bad JSON or bytes that are not UTF-8
+            raise DataError(f"{path}: not a JSON file of predictions: {str(e).splitlines()[0]}") from None
     elif path.endswith(".pkl"):
         raise DataError(f"{path}: .pkl submissions are refused (unpickling can run code); "
                         "convert it to .pt or .json")
@@ -457,11 +462,15 @@ def read_predictions(path, names):
         raise DataError(f"{path}: {len(missing)} sample(s) of the split have no prediction, e.g. {missing[:3]}")
     out = {}
     for n in names:
+        if isinstance(obj[n], dict) and "poses_3d" not in obj[n]:
+            raise DataError(f"{path}: sample {n!r}: a dict without 'poses_3d' (keys {sorted(obj[n])[:5]})")
         v = obj[n]["poses_3d"] if isinstance(obj[n], dict) else obj[n]
+        if not isinstance(v, (list, np.ndarray, torch.Tensor)):
+            raise DataError(f"{path}: sample {n!r}: poses are a {type(v).__name__}, expected a (N, 178, 3) array")
         try:
             v = torch.as_tensor(np.asarray(v, dtype=np.float32) if isinstance(v, list) else v).float()
-        except (TypeError, ValueError) as e:
-            raise DataError(f"{path}: sample {n!r}: poses are not numeric ({e})") from None
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise DataError(f"{path}: sample {n!r}: poses are not numeric ({str(e).splitlines()[0]})") from None
         if v.dim() != 3 or v.shape[1:] != (178, 3) or v.shape[0] < 1:
             raise DataError(f"{path}: sample {n!r}: shape {tuple(v.shape)}, expected (N, 178, 3)")
         if not torch.isfinite(v).all():
@@ -479,7 +488,18 @@ def print_table(rows):
         print(f"| {r['name']:32s} | " + " | ".join(f"{c:>6s}" for c in cells) + " |")
 
 
+def most_frequent(texts):
+    """The most frequent text; ties go to the one that comes first (no dependence on hashing)."""
+    return Counter(texts).most_common(1)[0][0]
+
+
+def finite_or_none(rows):
+    """Rows with non-finite numbers (an overflowing DTW-MJE) as None: strict JSON has no Infinity."""
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+
+
 def main(argv=None):
+    import sample
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="release folder with the ground-truth split")
     p.add_argument("--split", default="test", help="split to score (test, dev)")
@@ -493,26 +513,37 @@ def main(argv=None):
                    help="frame step applied to predictions and ground truth (2: 25 fps → 12.5 fps, the protocol)")
     p.add_argument("--mean", action="store_true", help="generate from the predicted means instead of sampling")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
-    p.add_argument("--pictures", default=None, help="folder for example pictures (needs matplotlib)")
+    p.add_argument("--pictures", default=None, help="folder for example pictures (needs matplotlib; made if missing)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--cache-dir", default=None,
+                   help="text-embedding cache for --generator (default: a folder 'cache' beside --out)")
     args = p.parse_args(argv)
+    for flag, value in (("--beam", args.beam), ("--fps-step", args.fps_step)):
+        if value < 1:
+            p.error(f"{flag} must be >= 1, got {value}")
+    sample.check_device(p, args.device)
+    split_path = os.path.join(args.data_dir, f"{args.split}.pt")
+    inputs = {"--generator": args.generator, "--predictions": args.predictions,
+              "--backtranslator": args.backtranslator, "--data-dir": split_path}
+    sample.check_out(p, args.out, inputs)
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    cache_dir = args.cache_dir or os.path.join(out_dir, "cache")
     try:
-        samples = load_split(os.path.join(args.data_dir, f"{args.split}.pt"))
+        samples = load_split(split_path)
         names, refs = [s["name"] for s in samples], [s["text"] for s in samples]
-        gts = [s["poses_3d"][::args.fps_step] for s in samples]
         bt, bt_step = load_backtranslator(args.backtranslator, args.device)
+        submitted = {path: read_predictions(path, names) for path in args.predictions or []}
+        gts = [s["poses_3d"][::args.fps_step] for s in samples]
         if bt_step != args.fps_step:
             print(f"note: the back-translator was trained with frame step {bt_step}, scoring uses {args.fps_step}")
         print(f"back-translating {len(samples)} ground-truth sequences (beam {args.beam}) ...", flush=True)
         rows = [{"name": "GT", **score(back_translate(bt, gts, args.beam, device=args.device), refs, gts, gts)}]
-        train_texts = [s["text"] for s in load_split(os.path.join(args.data_dir, "train.pt"))]
-        constant = max(set(train_texts), key=train_texts.count)
+        constant = most_frequent([s["text"] for s in load_split(os.path.join(args.data_dir, "train.pt"))])
         baselines = [{"name": "constant text (most frequent training sentence)",
                       **score([constant] * len(refs), refs)}]
-        generated, reconstructed, alignments, vaes = {}, {}, {}, []
+        generated, written, reconstructed, alignments, vaes = {}, set(), {}, {}, []
         for path in args.generator or args.predictions:
             if args.generator:
-                import sample
                 model, vae, ckpt = sample.load_generator(path, args.device)
                 name = generator_name(ckpt.get("args", {}))
                 # The VAE row: ground truth through this generator's VAE (z = μ), the ceiling of
@@ -529,18 +560,21 @@ def main(argv=None):
                                                                         refs, seqs, gts)})
                 alignment = None
                 if args.pictures:
-                    alignment = sample.cross_attention(model, samples[0]["text"], ckpt["bert"],
-                                                       os.path.join(args.data_dir, "cache"), args.device)
+                    alignment = sample.cross_attention(model, samples[0]["text"], ckpt["bert"], cache_dir, args.device)
                 print(f"generating {len(samples)} sequences with {path} ({name}) ...", flush=True)
                 poses = sample.generate_poses(model, vae, refs, ckpt["bert"], not args.mean, args.seed,
-                                              cache_dir=os.path.join(args.data_dir, "cache"), device=args.device)
+                                              cache_dir=cache_dir, device=args.device)
                 preds = dict(zip(names, poses))
                 slug = name.replace(" ", "").replace("+", "_").replace("(", "_").replace(")", "").replace(",", "_")
-                pred_path = os.path.join(os.path.dirname(os.path.abspath(args.out)), f"{args.split}_{slug}.pt")
+                pred_path, k = os.path.join(out_dir, f"{args.split}_{slug}.pt"), 1
+                while pred_path in written or any(os.path.abspath(g) == pred_path for g in args.generator):
+                    k += 1                                   # two generators of one name: both kept
+                    pred_path = os.path.join(out_dir, f"{args.split}_{slug}_{k}.pt")
                 atomic_save(preds, pred_path)
+                written.add(pred_path)
                 print(f"  wrote {pred_path}")
             else:
-                name, preds = os.path.basename(path), read_predictions(path, names)
+                name, preds = os.path.basename(path), submitted[path]
             while any(r["name"] == name for r in rows):
                 name += "'"
             seqs = [preds[n][::args.fps_step] for n in names]
@@ -554,19 +588,27 @@ def main(argv=None):
         print(f"\n{len(samples)} {args.split} sequences at 25/{args.fps_step} fps; BLEU signature: {bleu_signature()}")
         print(f"constant-text baseline: B4 {baselines[0]['B4']:.2f}, chrF {baselines[0]['chrF']:.2f}, "
               f"ROUGE {baselines[0]['ROUGE']:.2f}")
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        result = {"rows": rows, "baselines": baselines, "split": args.split, "num_samples": len(samples),
-                  "fps_step": args.fps_step, "beam": args.beam, "bleu_signature": bleu_signature(),
-                  "chrf_signature": chrf_signature()}
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.out)
+        for r in rows:
+            if r["DTW"] is not None and not math.isfinite(r["DTW"]):
+                print(f"note: {r['name']}: DTW-MJE overflows ({r['DTW']}); written as null in {args.out}")
+        os.makedirs(out_dir, exist_ok=True)
+        result = {"rows": finite_or_none(rows), "baselines": finite_or_none(baselines), "split": args.split,
+                  "num_samples": len(samples), "fps_step": args.fps_step, "beam": args.beam,
+                  "bleu_signature": bleu_signature(), "chrf_signature": chrf_signature()}
+        tmp = f"{args.out}.tmp.{os.getpid()}"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=2, allow_nan=False)
+            os.replace(tmp, args.out)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         print(f"wrote {args.out}")
         if args.pictures and generated:
             try:
                 import render
                 first = samples[0]
+                os.makedirs(args.pictures, exist_ok=True)
                 prefix = os.path.join(args.pictures, "example")
                 files = render.render_example(first["poses_3d"].numpy(),
                                               {k: v[first["name"]].numpy() for k, v in generated.items()},
@@ -584,9 +626,8 @@ def main(argv=None):
                 print("wrote", ", ".join(files))
             except (ImportError, SystemExit) as e:
                 print(f"pictures skipped: {e}")
-    except DataError as e:
+    except (DataError, OSError) as e:
         sys.exit(f"error: {e}")
-
 
 if __name__ == "__main__":
     main()

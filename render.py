@@ -180,15 +180,24 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         preds = data.safe_load(args.poses, what="predictions file")
+        if not isinstance(preds, dict) or not preds:
+            raise data.DataError(f"{args.poses}: expected a non-empty dict {{name: poses}}, got {type(preds).__name__}")
         samples = {s["name"]: s for s in data.load_split(os.path.join(args.data_dir, f"{args.split}.pt"))}
         name = args.name or next(iter(preds))
         if name not in preds or name not in samples:
             raise data.DataError(f"sample {name!r} is not in both {args.poses} and the {args.split} split")
         pred = preds[name]["poses_3d"] if isinstance(preds[name], dict) else preds[name]
-        files = render_example(samples[name]["poses_3d"].numpy(), {"generated": torch.as_tensor(pred).numpy()},
+        pred = torch.as_tensor(pred) if isinstance(pred, (torch.Tensor, np.ndarray)) else None
+        if pred is None or pred.dim() != 3 or pred.shape[1:] != (data.NUM_JOINTS, 3) or len(pred) == 0:
+            shape = tuple(pred.shape) if pred is not None else type(preds[name]).__name__
+            raise data.DataError(f"{args.poses}: sample {name!r}: poses {shape}, expected (N, {data.NUM_JOINTS}, 3)")
+        if not torch.isfinite(pred).all():
+            raise data.DataError(f"{args.poses}: sample {name!r}: poses have non-finite values (NaN or inf)")
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        files = render_example(samples[name]["poses_3d"].numpy(), {"generated": pred.float().numpy()},
                                args.out, samples[name]["text"])
         print("wrote", ", ".join(files))
-    except data.DataError as e:
+    except (data.DataError, OSError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -25,12 +25,20 @@ def load_generator(path, device="cpu"):
     from generator import A2VSLP
     from vae import load_vae
     ckpt = safe_load(path, what="checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("stage") != "generator":
-        stage = ckpt.get("stage") if isinstance(ckpt, dict) else None
-        raise DataError(f"{path}: a {stage!r} checkpoint, expected a generator checkpoint (stage 'generator')")
-    model = A2VSLP(**ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval().to(device), load_vae(ckpt, map_location=device), ckpt
+    if not isinstance(ckpt, dict) or "stage" not in ckpt:
+        what = f"a {type(ckpt).__name__} of {len(ckpt)} entries" if hasattr(ckpt, "__len__") else type(ckpt).__name__
+        raise DataError(f"{path}: not a checkpoint of train.py ({what} without a 'stage'; a predictions file?), "
+                        "expected a generator checkpoint (stage 'generator')")
+    if ckpt["stage"] != "generator":
+        raise DataError(f"{path}: a {ckpt['stage']!r} checkpoint, expected a generator checkpoint (stage 'generator')")
+    try:
+        model = A2VSLP(**ckpt["model_args"])
+        model.load_state_dict(ckpt["model"])
+        vae = load_vae(ckpt, map_location=device)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise DataError(f"{path}: damaged generator checkpoint: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    return model.eval().to(device), vae, ckpt
 
 
 @torch.no_grad()
@@ -43,6 +51,7 @@ def generate_poses(model, vae, texts, bert, sample=True, seed=0, batch_size=32, 
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise DataError(f"text #{i} is empty: nothing to sign")
+        data.check_utf8(t, f"text #{i}")
     emb = data.text_embeddings(texts, bert, cache_dir)
     if next(iter(emb.values())).shape[-1] != model.text_dim:
         raise DataError(f"text encoder {bert!r} gives width {next(iter(emb.values())).shape[-1]}, "
@@ -79,6 +88,27 @@ def generate_split(generator_path, samples, sample=True, seed=0, batch_size=32, 
     return {s["name"]: p for s, p in zip(samples, poses)}
 
 
+def check_device(parser, device):
+    """argparse error for a device this machine does not have."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        parser.error(f"--device {device}: not a device name (cpu, cuda, cuda:1)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+
+
+def check_out(parser, out, inputs):
+    """argparse error when the output file is a folder or would replace one of the inputs
+    {flag: path or list of paths}."""
+    if os.path.isdir(out):
+        parser.error(f"--out {out} is a folder; give a file name")
+    for flag, paths in inputs.items():
+        for path in [paths] if isinstance(paths, str) else paths or []:
+            if os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path):
+                parser.error(f"--out {out} is the {flag} input file {path}; it would be overwritten")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", required=True, help="generator checkpoint (train.py --stage generator)")
@@ -90,28 +120,38 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise ε")
     p.add_argument("--batch-size", type=int, default=32, help="sentences per decoder pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--cache-dir", default=None,
+                   help="text-embedding cache (default: with --data-dir, a folder 'cache' beside --out; "
+                        "with --text, none)")
     args = p.parse_args(argv)
     if (args.text is None) == (args.data_dir is None):
         p.error("give either --data-dir (with --split) or --text")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_device(p, args.device)
+    split_path = os.path.join(args.data_dir, f"{args.split}.pt") if args.data_dir else None
+    check_out(p, args.out, {"--generator": args.generator, "--data-dir": split_path})
     try:
         for i, t in enumerate(args.text or []):
             if not t.strip():
                 raise DataError(f"--text #{i + 1} is empty: nothing to sign")
+            data.check_utf8(t, f"--text #{i + 1}")
         if args.text is not None:
             model, vae, ckpt = load_generator(args.generator, args.device)
             poses = generate_poses(model, vae, args.text, ckpt["bert"], not args.mean, args.seed,
-                                   args.batch_size, device=args.device)
+                                   args.batch_size, args.cache_dir, device=args.device)
             result = {f"text_{i:03d}": p for i, p in enumerate(poses)}
         else:
-            samples = data.load_split(os.path.join(args.data_dir, f"{args.split}.pt"))
+            samples = data.load_split(split_path)
+            cache_dir = args.cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.out)), "cache")
             result = generate_split(args.generator, samples, not args.mean, args.seed, args.batch_size,
-                                    os.path.join(args.data_dir, "cache"), args.device)
+                                    cache_dir, args.device)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         atomic_save(result, args.out)
         frames = [len(v) for v in result.values()]
         print(f"wrote {len(result)} sequence(s) to {args.out} ({sum(frames)} frames, "
               f"{min(frames)}-{max(frames)} per sequence)")
-    except DataError as e:
+    except (DataError, OSError) as e:
         sys.exit(f"error: {e}")
 
 

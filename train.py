@@ -16,10 +16,12 @@ Several machines: plain torchrun flags on every node, e.g.
 --batch-size is the global batch; each of the world's ranks takes batch_size / world_size samples.
 Restart rule: when OUT_DIR/last.pt exists the run continues from it (--resume auto, the default),
 so a torchrun restart after a crash resumes by itself; --resume never refuses to touch such a dir.
+A resume must use the flags of the run it continues; only those in RESUMABLE may change.
 """
 import argparse
 import itertools
 import logging
+import logging.handlers
 import math
 import os
 import signal
@@ -35,6 +37,12 @@ import data
 from data import ARTICULATOR_ORDER, DataError, atomic_save, safe_load
 
 log = logging.getLogger("a2vslp")
+
+# Flags that may differ when a run is resumed; every other flag defines the run and must match the
+# checkpoint's (so flags added later are covered without a change here).
+RESUMABLE = ("epochs", "patience", "resume", "num_workers", "skip_bad_samples", "skip_nonfinite",
+             "cache_dir", "out_dir")
+PATH_FLAGS = ("data_dir", "vae", "init")        # compared as absolute paths
 
 
 def float_or_none(text):
@@ -60,7 +68,11 @@ def get_args(argv=None):
     g.add_argument("--seed", type=int, default=0, help="random seed (each rank and epoch derives its own)")
     g.add_argument("--resume", nargs="?", const="always", default="auto", choices=["auto", "always", "never"],
                    help="auto: continue from OUT_DIR/last.pt when it exists; --resume / always: require it; "
-                        "never: start fresh and refuse an out dir that holds a checkpoint")
+                        "never: start fresh and refuse an out dir that holds a checkpoint. A resume with other "
+                        "flags than the checkpoint's is refused, except for "
+                        + ", ".join("--" + k.replace("_", "-") for k in RESUMABLE))
+    g.add_argument("--cache-dir", default=None,
+                   help="text-embedding and latent caches, keyed by content (default: OUT_DIR/cache)")
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (a no-op with a notice on CPU)")
     g.add_argument("--patience", type=int, default=None,
@@ -149,9 +161,10 @@ def get_args(argv=None):
         p.error("--phase 2 needs --init PATH (the phase-1 generator checkpoint)")
     if args.window < 1 or args.window % 2 == 0:
         p.error(f"--window must be an odd positive number, got {args.window}")
-    for name in ("epochs", "batch_size", "subsample"):
-        if getattr(args, name) < 1:
+    for name in ("epochs", "batch_size", "subsample", "max_frames"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    args.cache_dir = args.cache_dir or os.path.join(args.out_dir, "cache")
     return args
 
 
@@ -164,8 +177,9 @@ def get_args(argv=None):
 def load_train_dev(args):
     """(train_path, dev_path, train samples, dev samples) of --data-dir, validated."""
     train_path, dev_path = os.path.join(args.data_dir, "train.pt"), os.path.join(args.data_dir, "dev.pt")
-    return (train_path, dev_path, data.load_split(train_path, args.skip_bad_samples),
-            data.load_split(dev_path, args.skip_bad_samples))
+    train, dev = data.load_split(train_path, args.skip_bad_samples), data.load_split(dev_path, args.skip_bad_samples)
+    data.check_unique_names({train_path: train, dev_path: dev})
+    return train_path, dev_path, train, dev
 
 
 def vae_stage(args, device, distributed):
@@ -213,19 +227,25 @@ def generator_stage(args, device, distributed):
     from vae import PAPER_REC_WEIGHTS, cached_latents, load_vae, selection_error
     train_path, dev_path, train, dev = load_train_dev(args)
     vae_ckpt = safe_load(args.vae, what="VAE checkpoint")
-    if vae_ckpt.get("stage") != "vae":
-        raise DataError(f"--vae {args.vae}: a {vae_ckpt.get('stage')!r} checkpoint, expected stage 'vae'")
+    stage = vae_ckpt.get("stage") if isinstance(vae_ckpt, dict) else type(vae_ckpt).__name__
+    if stage != "vae":
+        raise DataError(f"--vae {args.vae}: a {stage!r} checkpoint, expected stage 'vae'")
+    try:
+        load_vae(vae_ckpt)
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise DataError(f"--vae {args.vae}: not a usable VAE checkpoint: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
     # Text embeddings and latent targets are computed once, by rank 0, and cached on disk.
-    cache_dir = os.path.join(args.data_dir, "cache")
+    cache_dir = args.cache_dir
     texts = [s["text"] for s in train + dev]
     if not distributed or dist.get_rank() == 0:
         data.text_embeddings(texts, args.bert, cache_dir)
-        cached_latents(args.vae, train_path, train)
-        cached_latents(args.vae, dev_path, dev)
+        cached_latents(args.vae, train, cache_dir)
+        cached_latents(args.vae, dev, cache_dir)
     if distributed:
         dist.barrier()
     emb = data.text_embeddings(texts, args.bert, cache_dir)
-    lat = {**cached_latents(args.vae, train_path, train), **cached_latents(args.vae, dev_path, dev)}
+    lat = {**cached_latents(args.vae, train, cache_dir), **cached_latents(args.vae, dev, cache_dir)}
     text_dim = next(iter(emb.values())).shape[-1]
     max_frames = args.max_frames or max(len(s["poses_3d"]) for s in train)
     model_args = dict(text_dim=text_dim, d_model=args.d_model, enc_layers=args.enc_layers,
@@ -238,8 +258,9 @@ def generator_stage(args, device, distributed):
     model.set_reference_pose(torch.stack([s["poses_3d"][0] for s in train]).median(0).values)
     if args.phase == 2:
         init = safe_load(args.init, what="generator checkpoint")
-        if init.get("stage") != "generator":
-            raise DataError(f"--init {args.init}: a {init.get('stage')!r} checkpoint, expected stage 'generator'")
+        if not isinstance(init, dict) or init.get("stage") != "generator":
+            raise DataError(f"--init {args.init}: a {init.get('stage') if isinstance(init, dict) else type(init).__name__!r} "
+                            "checkpoint, expected stage 'generator'")
         if init["model_args"] != model_args:
             diff = {k: (init["model_args"].get(k), v) for k, v in model_args.items() if init["model_args"].get(k) != v}
             raise DataError(f"--init {args.init}: incompatible configuration (checkpoint vs flags): {diff}")
@@ -358,17 +379,39 @@ def setup_distributed():
     return rank, world, torch.device("cpu")
 
 
-def setup_logging(out_dir, master):
+LOG_FORMAT = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+
+
+def setup_logging(master):
+    """stdout now; on rank 0 the records are also held back for log.txt, which open_log_file
+    starts once the run is accepted (a refused run leaves log.txt as it was)."""
     log.handlers.clear()
     log.setLevel(logging.INFO if master else logging.WARNING)
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     handlers = [logging.StreamHandler(sys.stdout)]
     if master:
-        handlers.append(logging.FileHandler(os.path.join(out_dir, "log.txt")))
+        handlers.append(logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1))
     for h in handlers:
-        h.setFormatter(fmt)
+        h.setFormatter(LOG_FORMAT)
         log.addHandler(h)
     log.propagate = False
+
+
+def open_log_file(out_dir):
+    """Append the held-back records, and all later ones, to OUT_DIR/log.txt."""
+    file = logging.FileHandler(os.path.join(out_dir, "log.txt"))
+    file.setFormatter(LOG_FORMAT)
+    for h in [h for h in log.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
+        h.setTarget(file)
+        h.flush()
+        log.removeHandler(h)
+    log.addHandler(file)
+
+
+def dev_shard(n, rank, world):
+    """Indices of this rank's dev samples: every sample on exactly one rank, shard sizes differing
+    by at most one. Ranks may then run different numbers of dev batches: the dev pass has no
+    per-batch collective, only the one all-reduce at its end (see run_epoch)."""
+    return list(range(rank, n, world))
 
 
 def to_device(batch, device):
@@ -385,6 +428,7 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
     """One pass over `loader`; trains when optimizer is given. Returns (mean logs, frames, step, skips)."""
     sums, count_total, frames, skips = {}, torch.zeros((), dtype=torch.float64, device=device), 0, 0
     world = dist.get_world_size() if distributed else 1
+    nonfinite = []
     for batch in loader:
         batch = to_device(batch, device)
         with ctx:
@@ -394,11 +438,18 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
         count = count.to(device=device, dtype=torch.float64)
         # Weight this rank's mean by its share of the global count: a batch split over ranks then
         # gives exactly the gradient of the whole batch in one process (DDP averages over ranks).
-        global_count = all_reduce_sum(count.clone(), distributed)
-        scale = (count * world / global_count).float()
-        finite = all_reduce_sum(torch.tensor(float(torch.isfinite(loss.detach()).item()), device=device), distributed)
+        finite = torch.tensor(float(torch.isfinite(loss.detach()).item()), device=device)
+        if optimizer is not None:     # training: every rank has as many batches (DistributedSampler pads)
+            global_count = all_reduce_sum(count.clone(), distributed)
+            scale = (count * world / global_count).float()
+            finite = all_reduce_sum(finite, distributed)
+        else:                         # dev: shards differ by one batch, so no collective per batch
+            finite = finite * world
         if finite.item() < world:
             where = f"stage {args.stage}, epoch {epoch + 1}, step {step + 1}, samples {batch['names']}"
+            if optimizer is None:     # raised below, on every rank at once
+                nonfinite.append(f"{where}, dev loss {loss.item()}")
+                continue
             if optimizer is not None and args.skip_nonfinite:
                 skips += 1
                 log.warning("non-finite loss skipped (%s); %d skipped so far", where, skips)
@@ -413,20 +464,30 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             optimizer.step()
             step += 1
+            PROGRESS["step"] = step
             fault_injection(step)
         for k, v in {"loss": loss, **logs}.items():
             sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64, device=device).detach() * count
         count_total += count
         frames += int(batch["frame_mask"].sum())
     keys = sorted(sums)
-    frames_t = torch.tensor(float(frames), dtype=torch.float64, device=device)
-    packed = torch.stack([sums[k] for k in keys] + [count_total, frames_t])   # one all-reduce for all
+    if distributed:                   # a rank may have had no dev batch: agree on the logged names
+        every = [None] * world
+        dist.all_gather_object(every, keys)
+        keys = sorted(set().union(*every))
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    extra = torch.tensor([float(frames), float(len(nonfinite))], dtype=torch.float64, device=device)
+    packed = torch.cat([torch.stack([sums.get(k, zero) for k in keys] + [count_total]), extra])  # one all-reduce
     packed = all_reduce_sum(packed, distributed)
-    means = {k: (packed[i] / packed[-2]).item() for i, k in enumerate(keys)}
-    return means, int(packed[-1].item()), step, skips
+    if packed[-1].item() > 0:
+        raise FloatingPointError(f"non-finite loss at {nonfinite[0] if nonfinite else 'a dev batch of another rank'}; "
+                                 "the last good checkpoint is kept")
+    means = {k: (packed[i] / packed[-3]).item() for i, k in enumerate(keys)}
+    return means, int(packed[-2].item()), step, skips
 
 
 _ATTEMPTS = itertools.count(1)     # training batches seen by this process (for A2VSLP_NAN_AT_STEP)
+PROGRESS = {"epoch": 0, "step": 0, "saved": None}   # where a Ctrl-C found the run (see __main__)
 
 
 def fault_injection(step):
@@ -442,11 +503,47 @@ def fault_injection(step):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def load_resume(args, path, model, optimizer, scheduler, state):
-    ckpt = safe_load(path, what="checkpoint")
+def changed_flags(args, saved):
+    """Flags of this call that differ from the checkpoint's `args`, outside RESUMABLE, as
+    "--flag: OLD in the checkpoint, NEW now"; a flag the checkpoint predates counts as its default."""
+    defaults = vars(get_args(["--stage", args.stage, "--data-dir", ".", "--out-dir", ".", "--vae", ".", "--init", "."]))
+
+    def norm(k, v):
+        if k in PATH_FLAGS and isinstance(v, str):
+            return os.path.abspath(v)
+        return tuple(v) if isinstance(v, list) else v
+
+    return [f"--{k.replace('_', '-')}: {saved.get(k, defaults.get(k))} in the checkpoint, {v} now"
+            for k, v in vars(args).items()
+            if k not in RESUMABLE and norm(k, saved.get(k, defaults.get(k))) != norm(k, v)]
+
+
+def check_out_dir(args, last_path, best_path):
+    """The checkpoint to resume from, or None for a fresh run; refuses (before anything is written)
+    a run that would overwrite a checkpoint or resume one made with other flags."""
+    held = [p for p in (last_path, best_path) if os.path.exists(p)]
+    if args.resume == "never" and held:
+        raise DataError(f"--resume never: {held[0]} exists; choose another --out-dir (nothing was changed)")
+    if args.resume == "always" and not os.path.exists(last_path):
+        raise DataError(f"--resume: {last_path} does not exist")
+    if not os.path.exists(last_path) or args.resume == "never":
+        if held:
+            raise DataError(f"{best_path} exists but {last_path} does not: nothing to resume, and a fresh run "
+                            "would overwrite best.pt; choose another --out-dir (nothing was changed)")
+        return None
+    ckpt = safe_load(last_path, what="checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("stage") != args.stage:
-        raise DataError(f"{path}: a {ckpt.get('stage') if isinstance(ckpt, dict) else '?'!r} checkpoint, "
+        raise DataError(f"{last_path}: a {ckpt.get('stage') if isinstance(ckpt, dict) else '?'!r} checkpoint, "
                         f"cannot resume --stage {args.stage}")
+    saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+    diff = changed_flags(args, saved)
+    if diff:
+        raise DataError(f"{last_path}: incompatible with these flags, a resume keeps the run's settings "
+                        f"(use another --out-dir for a new run): {'; '.join(diff)}")
+    return ckpt
+
+
+def load_resume(args, ckpt, path, model, optimizer, scheduler, state):
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -462,17 +559,13 @@ def load_resume(args, path, model, optimizer, scheduler, state):
 
 def main(argv=None):
     args = get_args(argv)
-    os.makedirs(args.out_dir, exist_ok=True)
     rank, world, device = setup_distributed()
     distributed, master = world > 1, rank == 0
-    setup_logging(args.out_dir, master)
+    setup_logging(master)
     if args.batch_size % world:
         raise DataError(f"--batch-size {args.batch_size} must be divisible by the world size {world}")
     last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
-    if args.resume == "never" and os.path.exists(last_path):
-        raise DataError(f"--resume never: {last_path} exists; choose another --out-dir (nothing was changed)")
-    if args.resume == "always" and not os.path.exists(last_path):
-        raise DataError(f"--resume: {last_path} does not exist")
+    resume_ckpt = check_out_dir(args, last_path, best_path)
     if args.amp and device.type != "cuda":
         log.info("--amp: bf16 autocast is for CUDA; running in float32 on %s", device.type)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if args.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -493,10 +586,14 @@ def main(argv=None):
             optimizer, factor=args.plateau_factor, patience=args.plateau_patience)
 
     start_epoch, step, best, bad_epochs = 0, 0, math.inf, 0
-    if os.path.exists(last_path) and args.resume in ("auto", "always"):
-        ckpt = load_resume(args, last_path, model, optimizer, scheduler, stage.get("state"))
+    if resume_ckpt is not None:
+        ckpt = load_resume(args, resume_ckpt, last_path, model, optimizer, scheduler, stage.get("state"))
         start_epoch, step, best, bad_epochs = ckpt["epoch"], ckpt["step"], ckpt["best_val"], ckpt["bad_epochs"]
         log.info("resumed from %s at epoch %d, step %d", last_path, start_epoch, step)
+        PROGRESS.update(step=step, saved=start_epoch)
+    os.makedirs(args.out_dir, exist_ok=True)
+    if master:
+        open_log_file(args.out_dir)                    # the run is accepted: log.txt from here on
 
     net = stage.get("forward_module", model)           # what the loss calls; shares model's weights
     ddp = DDP(net, device_ids=[device.index] if device.type == "cuda" else None) if distributed else net
@@ -504,12 +601,13 @@ def main(argv=None):
     per_rank = args.batch_size // world
     loader = DataLoader(stage["train"], batch_size=per_rank, sampler=sampler, collate_fn=data.collate,
                         num_workers=args.num_workers)
-    dev_idx = list(range(rank, len(stage["dev"]), world))     # each dev sample on exactly one rank
+    dev_idx = dev_shard(len(stage["dev"]), rank, world)      # each dev sample on exactly one rank
     dev_loader = DataLoader(torch.utils.data.Subset(stage["dev"], dev_idx), batch_size=per_rank,
                             collate_fn=data.collate, num_workers=args.num_workers)
 
     t_start = time.time()
     for epoch in range(start_epoch, args.epochs):
+        PROGRESS["epoch"] = epoch + 1
         sampler.set_epoch(epoch)
         torch.manual_seed(args.seed + 1_000_003 * (epoch + 1) + rank)   # resumable noise streams
         ddp.train()
@@ -550,6 +648,7 @@ def main(argv=None):
             atomic_save(ckpt, last_path)
         if distributed:
             dist.barrier()
+        PROGRESS["saved"] = epoch + 1
         if args.patience and bad_epochs >= args.patience:
             log.info("early stopping: no better dev %s for %d epochs", stage.get("criterion", "loss"), bad_epochs)
             break
@@ -565,5 +664,11 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FloatingPointError) as e:      # DataError is a ValueError
+    except (ValueError, FloatingPointError, OSError) as e:      # DataError is a ValueError
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        where = (f"interrupted at epoch {PROGRESS['epoch']} step {PROGRESS['step']}" if PROGRESS["epoch"]
+                 else "interrupted before training started")
+        saved = f"last.pt is epoch {PROGRESS['saved']}" if PROGRESS["saved"] else "no last.pt was written"
+        print(f"{where}; {saved}", file=sys.stderr)
+        sys.exit(130)

@@ -242,18 +242,23 @@ def extract_latents(vae, samples, batch_frames=8192):
     return out
 
 
-def cached_latents(vae_path, split_path, samples):
-    """extract_latents, computed once per (VAE checkpoint, split file) and cached next to the VAE."""
+def cached_latents(vae_path, samples, cache_dir):
+    """extract_latents, computed once and cached in cache_dir under a hash of the VAE file's bytes
+    and of the samples (names and poses): a changed VAE or data set never reads a stale cache."""
     h = hashlib.sha1()
-    for p in (vae_path, split_path):
-        st = os.stat(p)
-        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode())
-    split = os.path.splitext(os.path.basename(split_path))[0]
-    cache = os.path.join(os.path.dirname(os.path.abspath(vae_path)), f"latents_{split}_{h.hexdigest()[:12]}.pt")
+    with open(vae_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    for s in samples:
+        h.update(s["name"].encode("utf-8", "surrogatepass") + b"\0")
+        h.update(s["poses_3d"].contiguous().numpy().tobytes())
+    cache = os.path.join(cache_dir, f"latents_{h.hexdigest()[:16]}.pt")
     if os.path.exists(cache):
-        latents = safe_load(cache, what="latent cache")
-        if all(s["name"] in latents for s in samples):
-            return latents
+        try:
+            return safe_load(cache, what="latent cache")
+        except DataError:
+            pass                                        # a damaged cache file is computed again
     latents = extract_latents(load_vae(vae_path), samples)
+    os.makedirs(cache_dir, exist_ok=True)
     atomic_save(latents, cache)
     return latents
