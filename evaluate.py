@@ -426,8 +426,9 @@ def score(hyps, refs, preds=None, gts=None):
 
 def generator_name(ckpt_args):
     """Row name from a generator checkpoint's flags: phase 1 "A2V-SLP", phase 2 "A2V-SLP + KL",
-    plus every ablation flag that differs from the paper's best configuration."""
-    name = "A2V-SLP + KL" if ckpt_args.get("phase") == 2 else "A2V-SLP"
+    plus every ablation flag that differs from the defaults (the paper's best configuration)."""
+    name = "A2V-SLP" if ckpt_args.get("phase") != 2 else \
+        "A2V-SLP + KL" if ckpt_args.get("kl_weight", 1) > 0 else "A2V-SLP phase 2 without KL"
     extra = []
     if ckpt_args.get("fusion", "local") != "local":
         extra.append(f"{ckpt_args['fusion']} attention")
@@ -439,6 +440,12 @@ def generator_name(ckpt_args):
         extra.append("fixed hand weights")
     if ckpt_args.get("vae_variant", "base") != "base":
         extra.append(f"{ckpt_args['vae_variant']} VAE")
+    if ckpt_args.get("time_queries", "progress") != "progress":
+        extra.append(f"{ckpt_args['time_queries']} time queries")
+    if ckpt_args.get("logvar_floor", -8.0) != -8.0:
+        extra.append(f"log-variance floor {ckpt_args['logvar_floor']}")
+    if ckpt_args.get("logvar_weight", 1.0) != 1.0:
+        extra.append(f"log-variance weight {ckpt_args['logvar_weight']}")
     return name + (f" ({', '.join(extra)})" if extra else "")
 
 

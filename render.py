@@ -120,7 +120,7 @@ def save_hands(rows, path, frames=6, title=None):
     idx = np.linspace(0, n - 1, frames).round().astype(int)
     # one scale for every panel: the largest finger reach of any shown hand
     reach = max(np.abs(v[t, b + 1:b + 21] - v[t, b]).max() for v in views.values() for t in idx for b in hands.values())
-    fig, axes = plt.subplots(len(views), 2 * frames, figsize=(1.1 * 2 * frames, 1.3 * len(views)), squeeze=False)
+    fig, axes = plt.subplots(len(views), 2 * frames, figsize=(1.5 * 2 * frames, 1.7 * len(views)), squeeze=False)
     for r, (label, seq) in enumerate(views.items()):
         for c, t in enumerate(idx):
             for h, (part, base) in enumerate(hands.items()):
