@@ -36,34 +36,20 @@ DENSE_MAX_T = 80
 
 
 # ---------------------------------------------------------------------------------------------
-# Argument checks
+# Banded attention: dense reference and blocked form
 # ---------------------------------------------------------------------------------------------
 
-def _check_window(window, name="window"):
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd int (a symmetric window), got {window!r}")
-
-
-def _check_qkv(q, k, v, key_mask):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise ValueError(f"{name} must be a 4-D tensor (B, H, T, D), got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}")
-    if q.shape != k.shape:
-        raise ValueError(f"q and k must have the same shape (B, H, T, D), got {tuple(q.shape)} "
-                         f"and {tuple(k.shape)}")
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"v must match k in (B, H, T), got v {tuple(v.shape)} and k {tuple(k.shape)}")
-    if q.shape[2] < 1:
-        raise ValueError("the sequence length T must be at least 1")
-    if key_mask is not None:
-        batch, length = q.shape[0], q.shape[2]
-        if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool:
-            raise ValueError(f"key_mask must be a bool tensor (B, T), True at real frames, got "
-                             f"{getattr(key_mask, 'dtype', type(key_mask))}")
-        if tuple(key_mask.shape) != (batch, length):
-            raise ValueError(f"key_mask must have shape (B, T) = {(batch, length)}, "
-                             f"got {tuple(key_mask.shape)}")
+def _check(q, k, v, window, key_mask):
+    """Argument checks of the public attention functions (the ones a user calls directly)."""
+    if window is not None and (type(window) is not int or window < 1 or window % 2 == 0):
+        raise ValueError(f"window must be a positive odd int (a symmetric window), got {window!r}")
+    if q.dim() != 4 or q.shape != k.shape or v.shape[:3] != k.shape[:3] or q.shape[2] < 1:
+        raise ValueError(f"need q, k (B, H, T, D) and v (B, H, T, Dv) with T >= 1, got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    batch_length = (q.shape[0], q.shape[2])
+    if key_mask is not None and (key_mask.dtype != torch.bool or key_mask.shape != batch_length):
+        raise ValueError(f"key_mask must be a bool (B, T) = {batch_length} tensor, got "
+                         f"{key_mask.dtype} {tuple(key_mask.shape)}")
 
 
 def _sdpa_masked(q, k, v, allowed, zero_empty):
@@ -78,10 +64,6 @@ def _sdpa_masked(q, k, v, allowed, zero_empty):
     return out.masked_fill(~has_key, 0.0) if zero_empty else out
 
 
-# ---------------------------------------------------------------------------------------------
-# Banded attention: dense reference and blocked form
-# ---------------------------------------------------------------------------------------------
-
 def band_mask(length, window, device=None):
     """(T, T) bool, True where |t - s| ≤ (N-1)/2: the symmetric window, no wrap-around."""
     pos = torch.arange(length, device=device)
@@ -93,8 +75,7 @@ def dense_banded_attention(q, k, v, window, key_mask=None):
 
     key_mask (B, T) bool is True at real frames. A query with no real frame in its window gets 0.
     """
-    _check_window(window)
-    _check_qkv(q, k, v, key_mask)
+    _check(q, k, v, window, key_mask)
     allowed = band_mask(q.shape[2], window, q.device)[None, None]             # (1, 1, T, T)
     if key_mask is not None:
         allowed = allowed & key_mask[:, None, None, :]                        # (B, 1, T, T)
@@ -123,14 +104,13 @@ def banded_attention(q, k, v, window, key_mask=None, *, block=None):
     with block_size(N, T) rows per block; an int forces the blocked form with that block size.
     Fastest when q is stored as (B, T, H, D) (a projection output split into heads).
     """
-    _check_window(window)
-    _check_qkv(q, k, v, key_mask)
+    _check(q, k, v, window, key_mask)
     length = q.shape[2]
     if block is None:
         if length <= max(DENSE_MAX_T, 4 * window):
             return dense_banded_attention(q, k, v, window, key_mask)
         block = block_size(window, length)
-    elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
+    elif type(block) is not int or block < 1:
         raise ValueError(f"block must be a positive int or None, got {block!r}")
     return _blocked_banded_attention(q, k, v, window, key_mask, block)
 
@@ -238,7 +218,7 @@ def global_attention(q, k, v, key_mask=None):
 
     A sequence without any real frame gets 0, like an empty window in banded_attention.
     """
-    _check_qkv(q, k, v, key_mask)
+    _check(q, k, v, None, key_mask)
     if key_mask is None:
         return F.scaled_dot_product_attention(q, k, v)                        # (B, H, T, Dv)
     return _sdpa_masked(q, k, v, key_mask[:, None, None, :], zero_empty=True)  # (B, H, T, Dv)
@@ -284,20 +264,9 @@ class GlossAttention(nn.Module):
     def __init__(self, d_model, num_heads, window=3, query="none", q=3, fusion="local",
                  dropout=0.0):
         super().__init__()
-        for name, value in (("d_model", d_model), ("num_heads", num_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GlossAttention: {name} must be a positive int, got {value!r}")
-        if d_model % num_heads:
-            raise ValueError(f"GlossAttention: d_model {d_model} is not divisible by "
-                             f"num_heads {num_heads}")
-        _check_window(window, "GlossAttention: window")
-        _check_window(q, "GlossAttention: q (the query span)")
-        if query not in QUERY_TYPES:
-            raise ValueError(f"GlossAttention: query must be one of {QUERY_TYPES}, got {query!r}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"GlossAttention: fusion must be one of {FUSIONS}, got {fusion!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"GlossAttention: dropout must be in [0, 1), got {dropout!r}")
+        assert num_heads > 0 and d_model % num_heads == 0, (d_model, num_heads)
+        assert window > 0 and window % 2 == 1 and q > 0 and q % 2 == 1, "window N and q must be odd"
+        assert query in QUERY_TYPES and fusion in FUSIONS and 0 <= dropout < 1, (query, fusion, dropout)
         self.d_model, self.num_heads, self.window = d_model, num_heads, window
         self.query, self.q_span, self.fusion = query, q, fusion
         head_dim = d_model // num_heads
@@ -333,15 +302,9 @@ class GlossAttention(nn.Module):
 
         Real frames never depend on padded ones; outputs at padded frames are unspecified.
         """
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"GlossAttention: x must be (B, T, {self.d_model}), "
-                             f"got {tuple(x.shape)}")
         batch, length, _ = x.shape
-        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
-                                 or tuple(mask.shape) != (batch, length)):
-            raise ValueError(f"GlossAttention: mask must be a bool tensor of shape "
-                             f"{(batch, length)}, got {getattr(mask, 'dtype', type(mask))} "
-                             f"{tuple(getattr(mask, 'shape', ()))}")
+        assert x.shape[-1] == self.d_model and (mask is None or (
+            mask.dtype == torch.bool and mask.shape == (batch, length))), "x (B, T, C), mask (B, T) bool"
         heads = self.num_heads
 
         def split(t):                                                         # (B, T, C) → (B, H, T, Dh)
