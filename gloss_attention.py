@@ -52,18 +52,6 @@ def _check(q, k, v, window, key_mask):
                          f"{key_mask.dtype} {tuple(key_mask.shape)}")
 
 
-def _sdpa_masked(q, k, v, allowed, zero_empty):
-    """SDPA with a boolean mask in which a row may be all False; such rows give 0, not NaN.
-
-    allowed broadcasts against (..., Tq, Tk). zero_empty=False skips the output pass when the
-    caller knows that every row that is kept has a True entry.
-    """
-    has_key = allowed.any(-1, keepdim=True)                                   # (..., Tq, 1)
-    allowed = allowed | ~has_key               # open empty rows: a finite softmax, zeroed below
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)         # (..., Tq, Dv)
-    return out.masked_fill(~has_key, 0.0) if zero_empty else out
-
-
 def band_mask(length, window, device=None):
     """(T, T) bool, True where |t - s| ≤ (N-1)/2: the symmetric window, no wrap-around."""
     pos = torch.arange(length, device=device)
@@ -77,9 +65,17 @@ def dense_banded_attention(q, k, v, window, key_mask=None):
     """
     _check(q, k, v, window, key_mask)
     allowed = band_mask(q.shape[2], window, q.device)[None, None]             # (1, 1, T, T)
-    if key_mask is not None:
-        allowed = allowed & key_mask[:, None, None, :]                        # (B, 1, T, T)
-    return _sdpa_masked(q, k, v, allowed, zero_empty=key_mask is not None)   # (B, H, T, Dv)
+    if key_mask is None:                                  # every window holds its own query
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)     # (B, H, T, Dv)
+    allowed = allowed & key_mask[:, None, None, :]                            # (B, 1, T, T)
+    # Queries whose window holds no real frame, found on the (B, T) key mask: their mask rows are
+    # opened (a finite softmax) and their outputs zeroed; no pass over the (B, 1, T, T) mask else.
+    half = (window - 1) // 2
+    empty = F.max_pool1d(key_mask[:, None].float(), window, 1, half)[:, 0, :, None] == 0  # (B, T, 1)
+    if not empty.any():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)     # (B, H, T, Dv)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | empty[:, None])  # (B, H, T, Dv)
+    return out.masked_fill(empty[:, None], 0.0)                               # (B, H, T, Dv)
 
 
 def block_size(window, length):
@@ -221,7 +217,10 @@ def global_attention(q, k, v, key_mask=None):
     _check(q, k, v, None, key_mask)
     if key_mask is None:
         return F.scaled_dot_product_attention(q, k, v)                        # (B, H, T, Dv)
-    return _sdpa_masked(q, k, v, key_mask[:, None, None, :], zero_empty=True)  # (B, H, T, Dv)
+    empty = ~key_mask.any(1)[:, None, None, None]                             # (B, 1, 1, 1)
+    allowed = key_mask[:, None, None, :] | empty      # an empty sequence: a finite softmax, zeroed
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)          # (B, H, T, Dv)
+    return out.masked_fill(empty, 0.0)                                        # (B, H, T, Dv)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -143,6 +143,23 @@ def test_all_padding_window_gives_zero_and_no_gradient(fn):
     assert (grads[2][1, :, 4] != 0).all()
 
 
+def test_global_attention_is_masked_softmax_and_zero_for_an_empty_sequence():
+    q, k, v = make_qkv((3, 2, 7, 4))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 4:] = False                             # padded sequence
+    mask[2] = False                                 # nothing real at all
+    grad_out = torch.randn(3, 2, 7, 4, dtype=q.dtype)
+    got = value_and_grads(lambda *a: GA.global_attention(*a, mask), q, k, v, grad_out)
+
+    def manual(q, k, v):                            # rows 0 and 1 only: row 2 is all padding
+        scores = (q[:2] @ k[:2].transpose(-1, -2) / 2.0).masked_fill(~mask[:2, None, None, :], -math.inf)
+        return torch.cat([torch.softmax(scores, -1) @ v[:2], torch.zeros_like(v[2:])])
+
+    want = value_and_grads(manual, q, k, v, grad_out)
+    assert_all_close(got, want, atol=1e-12)
+    assert (got[0][2] == 0).all() and all((g[2] == 0).all() for g in got[1:])  # no NaN, no gradient
+
+
 def test_long_sequence_uses_block_local_sdpa(monkeypatch):
     # One SDPA call whose key axis is one block plus its halos: no T × T work.
     calls = []
