@@ -20,8 +20,8 @@ the neighbouring sequence) and the padding. One SDPA call does all queries; time
 O(T·(Bq + N)) instead of the O(T²) of `dense_banded_attention`, the one-call reference.
 
 Convention for a query whose whole window is padding (W(t) empty): its output is 0 and it sends no
-gradient to q, k or v. SDPA alone would return NaN there; the mask row is opened and the output
-row zeroed instead, which costs one pass over the output.
+gradient to q, k or v. This is what SDPA itself does with a fully masked row since torch 2.5 (the
+pinned torch is 2.13; tests/test_gloss_attention.py checks it), so no fix-up pass is needed.
 """
 import torch
 import torch.nn as nn
@@ -65,17 +65,9 @@ def dense_banded_attention(q, k, v, window, key_mask=None):
     """
     _check(q, k, v, window, key_mask)
     allowed = band_mask(q.shape[2], window, q.device)[None, None]             # (1, 1, T, T)
-    if key_mask is None:                                  # every window holds its own query
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)     # (B, H, T, Dv)
-    allowed = allowed & key_mask[:, None, None, :]                            # (B, 1, T, T)
-    # Queries whose window holds no real frame, found on the (B, T) key mask: their mask rows are
-    # opened (a finite softmax) and their outputs zeroed; no pass over the (B, 1, T, T) mask else.
-    half = (window - 1) // 2
-    empty = F.max_pool1d(key_mask[:, None].float(), window, 1, half)[:, 0, :, None] == 0  # (B, T, 1)
-    if not empty.any():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)     # (B, H, T, Dv)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | empty[:, None])  # (B, H, T, Dv)
-    return out.masked_fill(empty[:, None], 0.0)                               # (B, H, T, Dv)
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, None, :]                        # (B, 1, T, T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)         # (B, H, T, Dv)
 
 
 def block_size(window, length):
@@ -197,13 +189,9 @@ def _blocked_banded_attention(q, k, v, window, key_mask, block):
     if real is not None:
         real = F.pad(real, (half, half + padded - total), value=False)        # (Rp+2h,)
         allowed = allowed & real.unfold(0, span, block)[:, None, :]           # (nb, Bq, span)
-    has_key = allowed.any(-1, keepdim=True)                                   # (nb, Bq, 1)
-    allowed = allowed | ~has_key              # open empty rows: a finite softmax, zeroed below
     out = F.scaled_dot_product_attention(q_blocks, k_blocks, v_blocks,
                                          attn_mask=allowed[:, None])          # (nb, G, Bq, Dv)
     out = out.transpose(1, 2).reshape(padded, groups, -1)[:total]             # (R, G, Dv)
-    if real is not None:      # without key_mask only rows past the end (dropped) can be empty
-        out = out.masked_fill(~has_key.view(padded, 1, 1)[:total], 0.0)      # (R, G, Dv)
     if groups == heads:
         return out.view(batch, length, heads, -1).transpose(1, 2)             # (B, H, T, Dv)
     return out.view(batch, heads, length, -1)                                 # (B, H, T, Dv)
@@ -217,10 +205,7 @@ def global_attention(q, k, v, key_mask=None):
     _check(q, k, v, None, key_mask)
     if key_mask is None:
         return F.scaled_dot_product_attention(q, k, v)                        # (B, H, T, Dv)
-    empty = ~key_mask.any(1)[:, None, None, None]                             # (B, 1, 1, 1)
-    allowed = key_mask[:, None, None, :] | empty      # an empty sequence: a finite softmax, zeroed
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)          # (B, H, T, Dv)
-    return out.masked_fill(empty, 0.0)                                        # (B, H, T, Dv)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])  # (B, H, T, Dv)
 
 
 # ---------------------------------------------------------------------------------------------
