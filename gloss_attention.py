@@ -30,9 +30,11 @@ import torch.nn.functional as F
 QUERY_TYPES = ("none", "mean", "attention")   # Table 4 query construction
 FUSIONS = ("local", "global", "local+global")  # Table 2 (global) and Table 4 (local+global)
 
-# Up to this length (and while the window is a large part of the sequence) one dense SDPA call is
-# as fast as the blocked form on CPU (the two cross between T = 64 and 128 for N = 3 … 11).
-DENSE_MAX_T = 80
+# Up to this length (and while the window is a large part of the sequence) banded_attention makes
+# one dense SDPA call: with torch's default threads on a busy 2-core CPU the blocked form beats it
+# only from T ≈ 256-384 on (N = 3 … 11, both layouts; one thread: from T = 128), see
+# docs/benchmarks.md. All of the paper's sequences (T ≤ 300) take the dense call.
+DENSE_MAX_T = 384
 
 
 # ---------------------------------------------------------------------------------------------

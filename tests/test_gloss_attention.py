@@ -97,10 +97,10 @@ def test_banded_matches_naive_loop(length, window, block, padding):
 @pytest.mark.parametrize("padding", [False, True])
 @pytest.mark.parametrize("block", [None, 1, 3, 16])
 @pytest.mark.parametrize("window", [1, 3, 5, 11])
-@pytest.mark.parametrize("length", [1, 2, 37, 129])
+@pytest.mark.parametrize("length", [1, 2, 37, 129, 390])
 def test_banded_matches_dense(length, window, block, padding, layout):
     # T < window, T not a multiple of any block, halos longer than a block (block 1, 3 with N 11);
-    # block=None takes the dense form up to DENSE_MAX_T and the blocked form at T = 129
+    # block=None takes the dense form up to DENSE_MAX_T (384) and the blocked form at T = 390
     shape = (3, 2, length, 4)
     q, k, v = make_qkv(shape, layout, seed=length + window)
     mask = make_mask(3, length, seed=length) if padding else None
@@ -215,7 +215,7 @@ def make_module(seed=0, **kwargs):
 
 
 @pytest.mark.parametrize("query,fusion", VARIANTS)
-@pytest.mark.parametrize("length", [12, 100])
+@pytest.mark.parametrize("length", [12, 100, 400])  # 400: the blocked form
 def test_padding_does_not_reach_real_frames(query, fusion, length):
     module = make_module(window=5, query=query, q=3, fusion=fusion)
     g = torch.Generator().manual_seed(1)
