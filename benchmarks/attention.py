@@ -7,17 +7,16 @@ B = 8, H = 8, D = 64, float32 on CPU with torch's default thread count (what a u
 (sequence b has a random length in [T/2, T]). For each memory layout of q, k, v — "bhtd",
 contiguous (B, H, T, D), and "bthd", (B, T, H, D) viewed as (B, H, T, D) as a projection split
 into heads gives it — and each (N, T), a row gives:
-- ref: one F.scaled_dot_product_attention call with the (T, T) band & key-padding mask (the
-  reference a user would write; it returns NaN where a window holds only padding);
-- banded: gloss_attention.banded_attention as called (it picks its dense or blocked form);
-- dense, blocked: its two forms forced (block=0 is not allowed, so dense is
-  dense_banded_attention and blocked is banded_attention(..., block=block_size(N, T))), the
-  crossover that DENSE_MAX_T encodes;
+- ref: one F.scaled_dot_product_attention call with the (T, T) band & key-padding mask, the
+  reference a user would write (gloss_attention.dense_banded_attention is this call);
+- banded: gloss_attention.banded_attention as called: the dense call up to DENSE_MAX_T, then its
+  blocked form;
+- blocked: the blocked form forced (block=block_size(N, T)), to show the crossover;
 - fwd: median time of a forward call under torch.no_grad; fwd+bwd: forward with autograd plus the
   backward to q, k, v; ratio: banded time / ref time, the median over repeats of each repeat's own
   ratio (the methods alternate inside every repeat, so load from other processes cancels out);
-- max |Δ|: banded against dense_banded_attention over the output and the gradients of q, k, v.
-The O(T²) methods are skipped where their predicted time exceeds --dense-budget. Below the table:
+- max |Δ|: banded against ref over the output and the gradients of q, k, v.
+ref is skipped where its predicted time exceeds --dense-budget. Below the table:
 the goals (banded ≤ 1.15 × ref at T = 128 and never much slower; ≥ 10× faster at T = 4096, N = 3).
 """
 import argparse
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gloss_attention import band_mask, banded_attention, block_size, dense_banded_attention  # noqa: E402
+from gloss_attention import band_mask, banded_attention, block_size  # noqa: E402
 
 FULL_LENGTHS = (32, 64, 128, 256, 384, 512, 1024, 2048, 4096)
 QUICK_LENGTHS = (32, 64, 128, 256, 384, 512, 1024)
@@ -46,9 +45,7 @@ def blocked(q, k, v, window, key_mask):
     return banded_attention(q, k, v, window, key_mask, block=block_size(window, q.shape[2]))
 
 
-METHODS = {"ref": sdpa_reference, "banded": banded_attention, "dense": dense_banded_attention,
-           "blocked": blocked}
-QUADRATIC = ("ref", "dense")
+METHODS = {"ref": sdpa_reference, "banded": banded_attention, "blocked": blocked}
 
 
 def make_inputs(batch, heads, length, dim, layout, seed=0):
@@ -81,12 +78,13 @@ def forward_backward(fn, window, inputs):
 
 def timed(call):
     t0 = time.perf_counter()
-    call()
-    return time.perf_counter() - t0
+    result = call()
+    return time.perf_counter() - t0, result
 
 
 def measure(inputs, window, methods, args):
-    """{(method, mode): median seconds} and {("ratio", mode): median banded/ref} over repeats."""
+    """{(method, mode): median seconds}, {("ratio", mode): median banded/ref} over repeats, and
+    the max |Δ| between banded and ref (None without ref)."""
     t0 = time.perf_counter()
     for name in methods:                                                    # warm-up
         forward(METHODS[name], window, inputs)
@@ -94,17 +92,20 @@ def measure(inputs, window, methods, args):
     per_repeat = time.perf_counter() - t0
     repeats = max(args.repeats, min(100, int(args.min_seconds / max(per_repeat, 1e-6))))
     times = {(name, mode): [] for name in methods for mode in ("fwd", "fwd+bwd")}
+    results = {}
     for r in range(repeats):
         for name in (methods if r % 2 == 0 else methods[::-1]):
             fn = METHODS[name]
-            times[name, "fwd"].append(timed(lambda: forward(fn, window, inputs)))
-            times[name, "fwd+bwd"].append(timed(lambda: forward_backward(fn, window, inputs)))
+            times[name, "fwd"].append(timed(lambda: forward(fn, window, inputs))[0])
+            seconds, results[name] = timed(lambda: forward_backward(fn, window, inputs))
+            times[name, "fwd+bwd"].append(seconds)
     out = {key: statistics.median(values) for key, values in times.items()}
     if "ref" in methods:
         for mode in ("fwd", "fwd+bwd"):
             out["ratio", mode] = statistics.median(
                 b / r for b, r in zip(times["banded", mode], times["ref", mode]))
-    return out
+        return out, max((a - b).abs().max().item() for a, b in zip(results["banded"], results["ref"]))
+    return out, None
 
 
 def main():
@@ -120,8 +121,8 @@ def main():
     parser.add_argument("--dim", type=int, default=64, help="D per head")
     parser.add_argument("--min-seconds", type=float, default=2.0,
                         help="for short calls, add repeats (up to 100) until a row has taken this long")
-    parser.add_argument("--dense-budget", type=float, default=120.0,
-                        help="skip ref and dense at a T where their predicted time exceeds this (s)")
+    parser.add_argument("--dense-budget", type=float, default=400.0,
+                        help="skip ref at a T where its predicted time for all repeats exceeds this (s)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -138,18 +139,16 @@ def main():
     rows = []
     for layout in args.layouts:
         for window in args.windows:
-            last = None                                           # (T, seconds of one quadratic repeat)
+            last = None                                           # (T, seconds of one ref repeat)
             for length in lengths:
                 methods = list(METHODS)
                 if last is not None and (args.repeats + 1) * last[1] * (length / last[0]) ** 2 > args.dense_budget:
-                    methods = [m for m in methods if m not in QUADRATIC]
+                    methods.remove("ref")
                 inputs = make_inputs(args.batch, args.heads, length, args.dim, layout)
-                m = measure(inputs, window, methods, args)
+                m, diff = measure(inputs, window, methods, args)
                 if "ref" in methods:
-                    last = (length, sum(m[name, mode] for name in QUADRATIC for mode in ("fwd", "fwd+bwd")))
-                got = forward_backward(banded_attention, window, inputs)
-                want = forward_backward(dense_banded_attention, window, inputs) if "dense" in methods else None
-                diff = f"{max((a - b).abs().max().item() for a, b in zip(got, want)):.1e}" if want else "-"
+                    last = (length, m["ref", "fwd"] + m["ref", "fwd+bwd"])
+                diff = "-" if diff is None else f"{diff:.1e}"
                 cells = [f"{1e3 * m[name, mode]:.2f}" if (name, mode) in m else "skipped"
                          for mode in ("fwd", "fwd+bwd") for name in METHODS]
                 ratios = [f"{m['ratio', mode]:.2f}" if ("ratio", mode) in m else "-" for mode in ("fwd", "fwd+bwd")]
