@@ -5,19 +5,20 @@ Each frame query t attends only to the N frames t-(N-1)/2 … t+(N-1)/2 that exi
 symmetric, positions never wrap around the sequence ends, and padded frames are always masked.
 
     .venv/bin/python -m pytest tests/test_gloss_attention.py   # exactness and module tests
-    .venv/bin/python benchmarks/attention.py                   # banded vs dense speed and memory
+    .venv/bin/python benchmarks/attention.py                   # speed beside one SDPA call
 
 For one query t with the window set W(t) = {s : |s - t| ≤ (N-1)/2, 0 ≤ s < T, mask[s]}:
 
     o_t = Σ_{s ∈ W(t)} softmax_s(q_t · k_s / √D) v_s,         o_t = 0 if W(t) is empty.
 
 `banded_attention` computes this exactly with torch.nn.functional.scaled_dot_product_attention
-(SDPA) on block-local windows: the sequences of the batch are laid end to end as rows and cut
-into blocks of Bq rows; each block attends to its own rows plus a halo of (N-1)/2 rows on both
-sides (an overlapping strided view of one padded copy of k and v), and one boolean mask of shape
-(blocks, 1, Bq, Bq + N - 1) encodes the band, the sequence ends (no wrap-around, no leaking into
-the neighbouring sequence) and the padding. One SDPA call does all queries; time and memory are
-O(T·(Bq + N)) instead of the O(T²) of `dense_banded_attention`, the one-call reference.
+(SDPA). Up to T = DENSE_MAX_T it is one call with a (T, T) band mask (`dense_banded_attention`);
+beyond, it works on block-local windows: the sequences of the batch are laid end to end as rows
+and cut into blocks of Bq rows; each block attends to its own rows plus a halo of (N-1)/2 rows on
+both sides (an overlapping strided view of one padded copy of k and v), and one boolean mask of
+shape (blocks, 1, Bq, Bq + N - 1) encodes the band, the sequence ends (no wrap-around, no leaking
+into the neighbouring sequence) and the padding. One SDPA call does all queries; time and memory
+are O(T·(Bq + N)) instead of the O(T²) of the one call.
 
 Convention for a query whose whole window is padding (W(t) empty): its output is 0 and it sends no
 gradient to q, k or v. This is what SDPA itself does with a fully masked row since torch 2.5 (the
