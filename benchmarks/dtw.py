@@ -1,11 +1,10 @@
 """Speed and exactness of the DTW behind DTW-MJE (§4.2), on test-set-sized random data.
 
     python benchmarks/dtw.py                      # 642 pairs, lengths 40-100, 178×3 joints
-    python benchmarks/dtw.py --threads 1          # pin torch (and the DTW workers) to one thread
     pip install fastdtw                           # optional: time the challenge's way side by side
 
-Times evaluate.dtw_mje (exact DTW, anti-diagonal wavefront batched over pairs, chunks of pairs on
-up to torch.get_num_threads() worker threads) on all pairs and, if the fastdtw package is installed
+Times evaluate.dtw_mje (exact DTW, one vectorised numpy step per anti-diagonal for a chunk of
+pairs, one thread of Python) on all pairs and, if the fastdtw package is installed
 (it is not a dependency; `make bench` installs it), the challenge's DTW-MJE as its evaluation code
 computes it (fastdtw with radius 1 and a per-cell Python distance that turns both frames into torch
 tensors, then the per-joint errors along that path) on a subset of the pairs, alternating, for
@@ -95,16 +94,12 @@ def main():
     p.add_argument("--rounds", type=int, default=9,
                    help="rounds of dtw_mje on all pairs, each followed by the challenge's DTW-MJE "
                         "on --fastdtw-pairs pairs; medians and per-round ratios are reported")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     preds, refs = random_pairs(args.pairs, args.min_len, args.max_len, args.seed)
     print(f"{args.pairs} random pairs, lengths {args.min_len}-{args.max_len}, "
-          f"{evaluate.NUM_JOINTS}x3 joints; torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+          f"{evaluate.NUM_JOINTS}x3 joints; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     try:
         from fastdtw import fastdtw
         from scipy.spatial.distance import euclidean

@@ -13,19 +13,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture
-def torch_threads():
-    """torch_threads(n) sets torch's thread count (which also bounds the DTW worker threads) for
-    one test; the count from before is restored after it."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def one_thread(torch_threads):
+def one_thread():
     """Tiny tensors: on two busy shared cores a second OpenMP thread only adds waiting (tiny
-    models run many times faster on one thread)."""
-    torch_threads(1)
+    models run many times faster on one thread). The thread count is restored after the test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def write_random_release(folder, sizes=(("train", 8), ("dev", 4)), seed=0, frames=(4, 12), lengths=None):

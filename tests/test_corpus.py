@@ -1,14 +1,18 @@
-"""Tests of the built-in synthetic corpus (corpus.py): release format, determinism, splits,
+"""Tests of the built-in synthetic corpus (corpus/): release format, determinism, splits,
 language properties, kinematic consistency and readability of the signs."""
 import itertools
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 import corpus
+from corpus import body, language, signing
+from conftest import ROOT
 from data import ARTICULATORS, FACE_POSITION, HAND_FINGERS, NUM_JOINTS, skeleton_bones
 
 SPLITS = ("train", "dev", "test")
@@ -29,7 +33,7 @@ def small(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sentences():
     rng = np.random.default_rng(123)
-    return [corpus.make_sentence(rng) for _ in range(3000)]
+    return [language.make_sentence(rng) for _ in range(3000)]
 
 
 def test_release_format(small):
@@ -68,6 +72,20 @@ def test_same_seed_same_bytes_other_seed_other_data(small, tmp_path):
     assert a.shape != b.shape or not torch.equal(a, b)
 
 
+def test_command_line_writes_the_same_files(small, tmp_path):
+    out = small[0]
+    flags = [f"--num-{k[4:]}={v}" for k, v in SMALL.items()]
+    cmd = [sys.executable, "-m", "corpus", "--out-dir", str(tmp_path), "--seed", "0", *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for split in SPLITS:
+        with open(out / f"{split}.pt", "rb") as a, open(tmp_path / f"{split}.pt", "rb") as b:
+            assert a.read() == b.read()
+    cmd[4] = str(tmp_path / "fresh")
+    bad = subprocess.run(cmd[:-3] + ["--num-train", "0"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1 and "error: num_train must be an integer >= 1" in bad.stderr
+
+
 def test_dev_and_test_are_unseen_sentences_of_seen_signs(small):
     data = small[2]
     train_texts = {s["text"] for s in data["train"].values()}
@@ -87,16 +105,16 @@ def test_vocabulary_sentence_length_and_text_to_gloss_function(sentences):
     mapping = {}
     for text, gloss in sentences:   # the gloss sequence is a function of the text
         assert mapping.setdefault(text, gloss) == gloss
-    inventory = set(corpus.gloss_inventory())
+    inventory = set(language.gloss_inventory())
     assert {g for _, gloss in sentences for g in gloss.split()} == inventory
-    assert set(corpus.gloss_lexicon()) == inventory
+    assert set(signing.gloss_lexicon()) == inventory
 
 
 def test_sign_order_differs_from_word_order(sentences):
     # place each gloss at the first word that spells it (REGEN <- "regen", STARK <- "starker")
     inverted = unsigned = late_first_sign = 0
     for text, gloss in sentences:
-        spelled = [corpus.gloss_of(w) for w in text.split()]
+        spelled = [language.gloss_of(w) for w in text.split()]
         positions = [next((i for i, w in enumerate(spelled) if w.startswith(g)), None)
                      for g in gloss.split() if len(g) >= 3]
         positions = [p for p in positions if p is not None]
@@ -111,15 +129,15 @@ def test_sign_order_differs_from_word_order(sentences):
 
 
 def test_two_realizations_of_one_sentence_differ():
-    signers = corpus.make_signers(6)
+    signers = signing.make_signers(6)
     glosses = "MORGEN SUED REGEN STARK KOMMEN"
-    a = corpus.render_sign_sequence(glosses, signers[0], np.random.default_rng(1))
-    b = corpus.render_sign_sequence(glosses, signers[0], np.random.default_rng(2))
-    c = corpus.render_sign_sequence(glosses, signers[3], np.random.default_rng(1))
+    a = signing.render_sign_sequence(glosses, signers[0], np.random.default_rng(1))
+    b = signing.render_sign_sequence(glosses, signers[0], np.random.default_rng(2))
+    c = signing.render_sign_sequence(glosses, signers[3], np.random.default_rng(1))
     for x, y in ((a, b), (a, c)):
         n = min(len(x), len(y))
         assert len(x) != len(y) or np.abs(x[:n] - y[:n]).max() > 0.02
-    same = corpus.render_sign_sequence(glosses, signers[0], np.random.default_rng(1))
+    same = signing.render_sign_sequence(glosses, signers[0], np.random.default_rng(1))
     assert np.array_equal(a, same)
 
 
@@ -139,8 +157,8 @@ def reference_hand_bones(scale):
     """Bone lengths of the 21-point hand from the model constants (wrist -> chain -> tip)."""
     lengths = {}
     for f, (name, chain) in enumerate(HAND_FINGERS.items()):
-        base = corpus.THUMB_CMC if name == "thumb" else corpus.FINGER_MCP[f - 1]
-        bones = corpus.THUMB_BONES if name == "thumb" else corpus.FINGER_BONES[f - 1]
+        base = body.THUMB_CMC if name == "thumb" else body.FINGER_MCP[f - 1]
+        bones = body.THUMB_BONES if name == "thumb" else body.FINGER_BONES[f - 1]
         lengths[(0, chain[0])] = np.linalg.norm(base) * scale
         for k in range(3):
             lengths[(chain[k], chain[k + 1])] = bones[k] * scale
@@ -149,9 +167,9 @@ def reference_hand_bones(scale):
 
 @pytest.mark.parametrize("signer_index", [0, 2, 5])
 def test_bone_lengths_are_constant_and_match_the_signer(signer_index):
-    signer = corpus.make_signers(6)[signer_index]
+    signer = signing.make_signers(6)[signer_index]
     rng = np.random.default_rng(signer_index)
-    poses = corpus.render_sign_sequence(corpus.make_sentence(rng)[1], signer, rng).astype(float)
+    poses = signing.render_sign_sequence(language.make_sentence(rng)[1], signer, rng).astype(float)
     expected = reference_hand_bones(signer["hand_scale"])
     for side, (shoulder, elbow, wrist) in (("right_hand", (0, 1, 2)), ("left_hand", (3, 4, 5))):
         base = ARTICULATORS[side].start
@@ -172,7 +190,7 @@ def test_hand_pose_joint_angles_match_the_flexions():
     rng = np.random.default_rng(0)
     flex = rng.uniform(0.1, 1.4, (50, 5, 3))
     spread = rng.uniform(0, 0.3, 50)
-    local = corpus.hand_pose(flex, spread, np.zeros(3), np.eye(3))
+    local = body.hand_pose(flex, spread, np.zeros(3), np.eye(3))
 
     def angle(u, v):
         cos = np.sum(u * v, -1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
@@ -183,19 +201,19 @@ def test_hand_pose_joint_angles_match_the_flexions():
         # thumb: (CMC->MCP, MCP->IP, IP->tip); fingers: (MCP->PIP, PIP->DIP, DIP->tip)
         np.testing.assert_allclose(angle(seg[0], seg[1]), flex[:, f, 1], atol=1e-9)
         np.testing.assert_allclose(angle(seg[1], seg[2]), flex[:, f, 2], atol=1e-9)
-    np.testing.assert_allclose(angle(local[:, 2] - local[:, 1], corpus.THUMB_OUT), flex[:, 0, 0],
+    np.testing.assert_allclose(angle(local[:, 2] - local[:, 1], body.THUMB_OUT), flex[:, 0, 0],
                                atol=1e-9)
     # rigid motion: the world hand is the rotated and shifted local hand
     rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
     rot *= np.linalg.det(rot)
     wrist = rng.normal(size=3)
-    world = corpus.hand_pose(flex, spread, wrist, rot, scale=1.3)
+    world = body.hand_pose(flex, spread, wrist, rot, scale=1.3)
     np.testing.assert_allclose(world, 1.3 * local @ rot.T + wrist, atol=1e-12)
     # a straight finger is a straight line as long as its bones
-    straight = corpus.hand_pose(np.zeros((5, 3)), 0.0, np.zeros(3), np.eye(3))
+    straight = body.hand_pose(np.zeros((5, 3)), 0.0, np.zeros(3), np.eye(3))
     index = HAND_FINGERS["index"]
     assert np.isclose(np.linalg.norm(straight[index[3]] - straight[index[0]]),
-                      corpus.FINGER_BONES[0].sum())
+                      body.FINGER_BONES[0].sum())
 
 
 def test_arm_ik_reaches_with_fixed_segments():
@@ -203,8 +221,8 @@ def test_arm_ik_reaches_with_fixed_segments():
     shoulder = np.array([-0.18, 0.0, 0.0])
     target = shoulder + rng.normal(size=(200, 3)) * 0.4
     pole = np.array([-0.4, -1.0, -0.3])
-    wrist = corpus.reach(shoulder, target, 0.29, 0.26)
-    elbow = corpus.arm_ik(shoulder, wrist, 0.29, 0.26, pole)
+    wrist = body.reach(shoulder, target, 0.29, 0.26)
+    elbow = body.arm_ik(shoulder, wrist, 0.29, 0.26, pole)
     np.testing.assert_allclose(np.linalg.norm(elbow - shoulder, axis=-1), 0.29, rtol=1e-9)
     np.testing.assert_allclose(np.linalg.norm(wrist - elbow, axis=-1), 0.26, rtol=1e-9)
     distance = np.linalg.norm(target - shoulder, axis=-1)
@@ -219,20 +237,20 @@ def test_arm_ik_reaches_with_fixed_segments():
 
 
 def test_sign_durations_and_spans():
-    signers = corpus.make_signers(6)
+    signers = signing.make_signers(6)
     rng = np.random.default_rng(5)
     seen = []
     for i in range(40):
         signer = signers[i % 6]
-        glosses = corpus.make_sentence(rng)[1]
-        poses, spans = corpus.render_sign_sequence(glosses, signer, rng, return_spans=True)
+        glosses = language.make_sentence(rng)[1]
+        poses, spans = signing.render_sign_sequence(glosses, signer, rng, return_spans=True)
         assert [g for g, _, _ in spans] == glosses.split()
         assert spans[0][1] >= 4 and len(poses) - spans[-1][2] >= 4       # rest + transition
         for (_, s0, e0), (_, s1, _) in zip(spans, spans[1:]):
             assert s1 - e0 >= 1
         for gloss, start, end in spans:
             seen.append(end - start)
-            assert corpus.SIGN_FRAMES[0] <= end - start <= corpus.SIGN_FRAMES[1]
+            assert signing.SIGN_FRAMES[0] <= end - start <= signing.SIGN_FRAMES[1]
             mid = (start + end) // 2   # the dominant hand signs, it does not rest
             assert np.linalg.norm(poses[mid, 2] - poses[0, 2]) > 0.12
         # smooth co-articulated motion: no wrist moves faster than 11 cm per frame (2.75 m/s)
@@ -241,7 +259,7 @@ def test_sign_durations_and_spans():
 
 
 def test_mouth_opens_and_blendshapes_stay_on_the_face():
-    face, shapes = corpus.face_model()
+    face, shapes = body.face_model()
     upper, lower = FACE_POSITION[13], FACE_POSITION[14]   # inner lip midpoints (MediaPipe)
     gaps = [np.linalg.norm((face + w * shapes[0])[upper] - (face + w * shapes[0])[lower])
             for w in (0.0, 0.5, 1.0)]
@@ -250,27 +268,27 @@ def test_mouth_opens_and_blendshapes_stay_on_the_face():
     closed = face + shapes[4]
     assert (np.linalg.norm(closed[eye_top] - closed[eye_bottom])
             < 0.3 * np.linalg.norm(face[eye_top] - face[eye_bottom]))
-    signer = corpus.make_signers(1)[0]
-    poses = corpus.render_sign_sequence("GUT ABEND ZUSCHAUER", signer, np.random.default_rng(0))
+    signer = signing.make_signers(1)[0]
+    poses = signing.render_sign_sequence("GUT ABEND ZUSCHAUER", signer, np.random.default_rng(0))
     f0 = ARTICULATORS["face"].start
     mouth = np.linalg.norm(poses[:, f0 + upper] - poses[:, f0 + lower], axis=-1)
     assert mouth.max() - mouth.min() > 0.005   # mouthing moves the lips
 
 
 def test_signs_are_distinct_and_readable_from_poses():
-    lexicon = corpus.gloss_lexicon()
+    lexicon = signing.gloss_lexicon()
     keys = [(e["mode"], e["shape"], e["location"], e["movement"], e["orientation"])
             for e in lexicon.values()]
     assert min(sum(a != b for a, b in zip(k1, k2)) for k1, k2 in itertools.combinations(keys, 2)) >= 2
     # one isolated realization per gloss by two different signers: nearest neighbour on the
     # hands (neck-centred, shoulder-width scaled, 10 frames) finds the same gloss
-    signers = corpus.make_signers(6)
+    signers = signing.make_signers(6)
     glosses = sorted(lexicon)
 
     def features(signer, seed):
         rows = []
         for i, gloss in enumerate(glosses):
-            poses, [(_, s, e)] = corpus.render_sign_sequence(
+            poses, [(_, s, e)] = signing.render_sign_sequence(
                 [gloss], signer, np.random.default_rng([seed, i]), return_spans=True)
             neck = (poses[:, 0:1] + poses[:, 3:4]) / 2
             hands = (poses[s:e, 8:50] - neck[s:e]) / np.linalg.norm(poses[0, 0] - poses[0, 3])
@@ -283,11 +301,11 @@ def test_signs_are_distinct_and_readable_from_poses():
 
 
 def test_signers_differ():
-    signers = corpus.make_signers(6)
+    signers = signing.make_signers(6)
     assert [s["name"] for s in signers] == [f"Signer0{i}" for i in range(1, 7)]
     for key in ("shoulder_width", "upper_arm", "hand_scale", "face_scale", "tempo", "jitter"):
         assert len({round(s[key], 6) for s in signers}) == 6
-    assert corpus.make_signers(6)[2] == signers[2]
+    assert signing.make_signers(6)[2] == signers[2]
 
 
 @pytest.mark.parametrize("kwargs", [{"num_train": 0}, {"num_dev": -1}, {"seed": -3},
@@ -298,8 +316,8 @@ def test_bad_arguments_raise(kwargs, tmp_path):
 
 
 def test_bad_glosses_raise():
-    signer = corpus.make_signers(1)[0]
+    signer = signing.make_signers(1)[0]
     with pytest.raises(ValueError, match="not in the lexicon"):
-        corpus.render_sign_sequence("REGEN BLAU", signer, np.random.default_rng(0))
+        signing.render_sign_sequence("REGEN BLAU", signer, np.random.default_rng(0))
     with pytest.raises(ValueError):
-        corpus.render_sign_sequence([], signer, np.random.default_rng(0))
+        signing.render_sign_sequence([], signer, np.random.default_rng(0))

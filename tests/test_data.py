@@ -197,15 +197,6 @@ def test_collate_pads_and_masks_real_positions():
         assert torch.equal(b["latent"][i, :n], it["latent"])
 
 
-def test_length_buckets_cover_every_index_once():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 100, size=37)
-    batches = data.length_buckets(lengths, 8, rng)
-    assert sorted(i for b in batches for i in b) == list(range(37))
-    spread = max(np.ptp(lengths[b]) for b in batches)
-    assert spread < np.ptp(lengths)
-
-
 # --- text embeddings (the offline package model) --------------------------------------------
 
 def test_embeddings_equal_a_direct_transformers_call_and_are_cached(tmp_path, monkeypatch):

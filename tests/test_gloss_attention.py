@@ -97,10 +97,10 @@ def test_banded_matches_naive_loop(length, window, block, padding):
 @pytest.mark.parametrize("padding", [False, True])
 @pytest.mark.parametrize("block", [None, 1, 3, 16])
 @pytest.mark.parametrize("window", [1, 3, 5, 11])
-@pytest.mark.parametrize("length", [1, 2, 37, 129])
+@pytest.mark.parametrize("length", [1, 2, 37, 129, 390])
 def test_banded_matches_dense(length, window, block, padding, layout):
     # T < window, T not a multiple of any block, halos longer than a block (block 1, 3 with N 11);
-    # block=None takes the dense form up to DENSE_MAX_T and the blocked form at T = 129
+    # block=None takes the dense form up to DENSE_MAX_T (384) and the blocked form at T = 390
     shape = (3, 2, length, 4)
     q, k, v = make_qkv(shape, layout, seed=length + window)
     mask = make_mask(3, length, seed=length) if padding else None
@@ -141,6 +141,23 @@ def test_all_padding_window_gives_zero_and_no_gradient(fn):
     assert (grads[0][empty[:, None, :].expand(2, 2, 9)] == 0).all()   # empty windows: no q grad
     assert (grads[1][padded] == 0).all() and (grads[2][padded] == 0).all()  # padding: no k, v grad
     assert (grads[2][1, :, 4] != 0).all()
+
+
+def test_global_attention_is_masked_softmax_and_zero_for_an_empty_sequence():
+    q, k, v = make_qkv((3, 2, 7, 4))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 4:] = False                             # padded sequence
+    mask[2] = False                                 # nothing real at all
+    grad_out = torch.randn(3, 2, 7, 4, dtype=q.dtype)
+    got = value_and_grads(lambda *a: GA.global_attention(*a, mask), q, k, v, grad_out)
+
+    def manual(q, k, v):                            # rows 0 and 1 only: row 2 is all padding
+        scores = (q[:2] @ k[:2].transpose(-1, -2) / 2.0).masked_fill(~mask[:2, None, None, :], -math.inf)
+        return torch.cat([torch.softmax(scores, -1) @ v[:2], torch.zeros_like(v[2:])])
+
+    want = value_and_grads(manual, q, k, v, grad_out)
+    assert_all_close(got, want, atol=1e-12)
+    assert (got[0][2] == 0).all() and all((g[2] == 0).all() for g in got[1:])  # no NaN, no gradient
 
 
 def test_long_sequence_uses_block_local_sdpa(monkeypatch):
@@ -198,7 +215,7 @@ def make_module(seed=0, **kwargs):
 
 
 @pytest.mark.parametrize("query,fusion", VARIANTS)
-@pytest.mark.parametrize("length", [12, 100])
+@pytest.mark.parametrize("length", [12, 100, 400])  # 400: the blocked form
 def test_padding_does_not_reach_real_frames(query, fusion, length):
     module = make_module(window=5, query=query, q=3, fusion=fusion)
     g = torch.Generator().manual_seed(1)
@@ -335,18 +352,18 @@ def test_window_locality(query, span, window, length, frame):
     dict(window=4), dict(window=0), dict(query="max"), dict(fusion="sum"), dict(q=2),
     dict(dropout=1.0), dict(d_model=15), dict(num_heads=0),
 ])
-def test_module_bad_arguments_raise_value_error(kwargs):
+def test_module_bad_arguments_fail_an_assert(kwargs):
     args = dict(d_model=16, num_heads=2)
     args.update(kwargs)
-    with pytest.raises(ValueError):
+    with pytest.raises(AssertionError):
         GlossAttention(**args)
 
 
-def test_module_bad_inputs_raise_value_error():
+def test_module_bad_inputs_fail_an_assert():
     module = GlossAttention(16, 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(AssertionError):
         module(torch.randn(2, 5, 8))
-    with pytest.raises(ValueError):
+    with pytest.raises(AssertionError):
         module(torch.randn(2, 5, 16), torch.ones(2, 4, dtype=torch.bool))
-    with pytest.raises(ValueError):
+    with pytest.raises(AssertionError):
         module(torch.randn(2, 5, 16), torch.ones(2, 5))

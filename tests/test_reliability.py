@@ -657,7 +657,8 @@ def test_the_constant_text_baseline_does_not_depend_on_string_hashing():
 def test_synthetic_refuses_a_folder_that_holds_splits(tmp_path, capsys):
     d = write_random_release(tmp_path / "data")
     before = snapshot(d)
-    code, message = cli_error(data.main, ["synthetic", "--out-dir", d, "--num-train", "2"], capsys)
+    import corpus
+    code, message = cli_error(corpus.main, ["--out-dir", d, "--num-train", "2"], capsys)
     assert code == 1 and message.startswith(f"error: {d}: already holds train.pt, dev.pt"), message
     assert snapshot(d) == before
 
