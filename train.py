@@ -87,7 +87,10 @@ def get_args(argv=None):
     v = p.add_argument_group("vae (§3.1, §4.3)")
     v.add_argument("--vae-variant", default="base", choices=["base", "csl", "entangled"],
                    help="base: PHOENIX encoders; csl: the larger CSL-Daily encoders; entangled: Table 1 ablation")
-    v.add_argument("--beta", type=float, default=1e-6, help="KL weight β of Eq. 5 (1e-6 PHOENIX, 1e-7 CSL-Daily)")
+    v.add_argument("--beta", type=float, default=1e-3,
+                   help="KL weight β of Eq. 5 (the paper: 1e-6 PHOENIX, 1e-7 CSL-Daily, for a reconstruction loss whose "
+                        "normalisation it does not give; with this code's per-coordinate mean L1, 1e-6 leaves σ at "
+                        "e^-7, so log σ², Eq. 4 and sampling carry nothing; 1e-3 keeps σ informative, see README)")
     v.add_argument("--w-rh", type=float, default=10.0, help="w_RH of Eq. 6 (§4.3: 10)")
     v.add_argument("--w-lh", type=float, default=14.0, help="w_LH of Eq. 6 (§4.3: 14)")
     v.add_argument("--w-face", type=float, default=2.0, help="w_F of Eq. 6 (§4.3: 2)")
@@ -122,9 +125,9 @@ def get_args(argv=None):
     gen.add_argument("--boost-decay", type=float, default=None, help="EMA decay of Eq. 8 (default: HandWeightBoost's)")
     gen.add_argument("--fixed-weights", type=float, nargs=3, default=(14.0, 10.0, 2.0),
                      help="fixed λ for (RH, LH, face), body 1 (§4.4.2: 14 10 2)")
-    gen.add_argument("--kl-weight", type=float, default=1e-4,
-                     help="phase 2 weight of Eq. 4 (not given in the paper; with --logvar-floor -8 the KL is ~10^4 x "
-                          "the L1 of Eq. 3 after phase 1, so 1e-4 makes the two terms comparable)")
+    gen.add_argument("--kl-weight", type=float, default=3e-3,
+                     help="phase 2 weight of Eq. 4 (not given in the paper; with the default VAE the KL is ~150x the L1 "
+                          "of Eq. 3 after phase 1, so 3e-3 makes the two terms comparable)")
     gen.add_argument("--logvar-floor", type=float_or_none, default=-8.0,
                      help="Eq. 3 and Eq. 4 clamp predicted and target log σ² from below at this value (not in the "
                           "paper: a β = 1e-6 VAE gives log σ² of -16 ± 9, values that all decode to the same pose, "
@@ -161,6 +164,8 @@ def get_args(argv=None):
         p.error("--phase 2 needs --init PATH (the phase-1 generator checkpoint)")
     if args.window < 1 or args.window % 2 == 0:
         p.error(f"--window must be an odd positive number, got {args.window}")
+    if args.q < 1:
+        p.error(f"--q must be >= 1, got {args.q}")
     for name in ("epochs", "batch_size", "subsample", "max_frames"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")

@@ -68,7 +68,7 @@ def test_checkpoint_is_one_plain_dict(tmp_path):
         ckpt = load(out / name)                                   # weights_only=True
         for key in ("model", "optimizer", "scheduler", "args", "epoch", "step", "best_val", "rng", "stage"):
             assert key in ckpt
-        assert ckpt["stage"] == "vae" and ckpt["args"]["beta"] == 1e-6
+        assert ckpt["stage"] == "vae" and ckpt["args"]["beta"] == 1e-3
     assert "epoch 1/1" in (out / "log.txt").read_text()
     assert not [f for f in os.listdir(out) if ".tmp" in f]
 
