@@ -39,13 +39,13 @@ def frontal(poses):
 
 
 def draw_pose(ax, pose2d, bones=None, lw=1.2):
-    """Draw one frame (178, 2) on a matplotlib axis."""
+    """Draw one frame (178, 2) on a matplotlib axis: one line collection per articulator."""
+    from matplotlib.collections import LineCollection
     bones = bones or data.skeleton_bones()
     for part, pairs in bones.items():
         seg = np.array([[pose2d[a], pose2d[b]] for a, b in pairs])       # (E, 2, 2)
-        for (x0, y0), (x1, y1) in seg:
-            ax.plot([x0, x1], [y0, y1], color=COLORS[part], lw=lw if part != "face" else lw * 0.6,
-                    solid_capstyle="round")
+        ax.add_collection(LineCollection(seg, colors=COLORS[part], capstyle="round",
+                                         linewidths=lw if part != "face" else lw * 0.6))
     ax.set_aspect("equal")
     ax.axis("off")
 

@@ -125,9 +125,9 @@ def get_args(argv=None):
     gen.add_argument("--boost-decay", type=float, default=None, help="EMA decay of Eq. 8 (default: HandWeightBoost's)")
     gen.add_argument("--fixed-weights", type=float, nargs=3, default=(14.0, 10.0, 2.0),
                      help="fixed λ for (RH, LH, face), body 1 (§4.4.2: 14 10 2)")
-    gen.add_argument("--kl-weight", type=float, default=3e-3,
+    gen.add_argument("--kl-weight", type=float, default=1e-3,
                      help="phase 2 weight of Eq. 4 (not given in the paper; with the default VAE the KL is ~150x the L1 "
-                          "of Eq. 3 after phase 1, so 3e-3 makes the two terms comparable)")
+                          "of Eq. 3 after phase 1: 1e-3 makes it ~15 %% of the loss; 3e-3 measured no better, see README)")
     gen.add_argument("--logvar-floor", type=float_or_none, default=-8.0,
                      help="Eq. 3 and Eq. 4 clamp predicted and target log σ² from below at this value (not in the "
                           "paper: a β = 1e-6 VAE gives log σ² of -16 ± 9, values that all decode to the same pose, "
