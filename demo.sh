@@ -35,7 +35,7 @@ $PY train.py --stage vae --data-dir "$D" --out-dir "$OUT/vae" --epochs 30 --batc
 
 step "5/7 generator phase 1: L1 on (mu, log sigma^2), dynamic hand weights (Eq. 3, 7, 8)"
 $PY train.py --stage generator --phase 1 --vae "$OUT/vae/best.pt" --data-dir "$D" --out-dir "$OUT/gen1" \
-  --epochs 26 --batch-size 32 --lr 1e-3 $GEN
+  --epochs 26 --batch-size 32 --lr 2e-3 $GEN
 
 step "6/7 generator phase 2: + KL to the VAE posterior (Eq. 4)"
 $PY train.py --stage generator --phase 2 --init "$OUT/gen1/best.pt" --vae "$OUT/vae/best.pt" --data-dir "$D" \
