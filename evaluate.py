@@ -535,8 +535,12 @@ def main(argv=None):
                                        **{k: v.numpy() for k, v in reconstructed.items()}},
                                       prefix + "_hands.png", title="hands: ground truth and its VAE reconstruction")
                     files.append(prefix + "_hands.png")
+                slugs = set()
                 for k, (att, tokens) in alignments.items():
                     slug = "" if len(alignments) == 1 else "_" + "".join(c for c in k if c.isalnum())
+                    while slug in slugs:                   # rows of one name ("A2V-SLP", "A2V-SLP'")
+                        slug += "_2"
+                    slugs.add(slug)
                     render.save_alignment(att.numpy(), tokens, generated[k][first["name"]].numpy(),
                                           f"{prefix}_alignment{slug}.png", title=f"{k}: cross-attention, {first['text']}")
                     files.append(f"{prefix}_alignment{slug}.png")

@@ -244,7 +244,7 @@ def test_dev_loss_on_uneven_shards_equals_one_process(tmp_path, num_dev):
     ok(torchrun(2, vae_cmd(d, tmp_path / "two", *common)[1:], timeout=120))
     two = load(tmp_path / "two" / "last.pt")
     assert two["world_size"] == 2
-    from vae import DisentangledVAE, vae_loss
+    from vae import DisentangledVAE, selection_error
     model = DisentangledVAE("base")
     model.load_state_dict(two["model"])
     model.eval()
@@ -253,7 +253,7 @@ def test_dev_loss_on_uneven_shards_equals_one_process(tmp_path, num_dev):
     with torch.no_grad():
         x_hat, mu, logvar = model(batch["poses"], sample=False)
         weights = {"body": 1.0, "right_hand": 10.0, "left_hand": 14.0, "face": 2.0}
-        direct, _ = vae_loss(x_hat, batch["poses"], mu, logvar, batch["frame_mask"], weights, 1e-6)
+        direct, _ = selection_error(x_hat, batch["poses"], batch["frame_mask"], weights)   # the dev criterion
     assert two["val"] == pytest.approx(direct.item(), rel=1e-5)
     if num_dev > 1:                                        # and one process gives the same
         ok(run(vae_cmd(d, tmp_path / "one", *common)))
@@ -309,7 +309,7 @@ def test_resume_with_changed_flags_is_refused_with_the_differences(trained):
     d, out = trained
     before = snapshot(out)
     proc = run(vae_cmd(d, out, "--epochs", "2", "--batch-size", "4", "--beta", "1e-5", "--w-face", "3"))
-    assert_clean_error(proc, "error:", "last.pt", "--beta: 1e-06 in the checkpoint, 1e-05 now",
+    assert_clean_error(proc, "error:", "last.pt", "--beta: 0.001 in the checkpoint, 1e-05 now",
                        "--w-face: 2.0 in the checkpoint, 3.0 now")
     assert "--epochs" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert snapshot(out) == before                                         # log.txt included
@@ -626,8 +626,10 @@ def test_evaluate_keeps_both_predictions_of_generators_of_one_name_and_makes_the
     first, second = load(out.parent / "test_A2V-SLP.pt"), load(out.parent / "test_A2V-SLP_2.pt")
     assert first.keys() == second.keys() and any(not torch.equal(first[k], second[k]) for k in first)
     rows = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))["rows"]
-    assert [r["name"] for r in rows] == ["GT", "A2V-SLP", "A2V-SLP'"]
-    assert sorted(os.listdir(tmp_path / "pics" / "new")) == ["example.gif", "example.png"]
+    assert [r["name"] for r in rows] == ["GT", "VAE", "A2V-SLP", "A2V-SLP'"]     # one VAE: one VAE row
+    assert sorted(os.listdir(tmp_path / "pics" / "new")) == [
+        "example.gif", "example.png", "example_alignment_A2VSLP.png", "example_alignment_A2VSLP_2.png",
+        "example_hands.png"]
     assert sorted(os.listdir(out.parent)) == ["cache", "results.json", "test_A2V-SLP.pt", "test_A2V-SLP_2.pt"]
 
 
