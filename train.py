@@ -19,14 +19,13 @@ so a torchrun restart after a crash resumes by itself; --resume never refuses to
 A resume must use the flags of the run it continues; only those in RESUMABLE may change.
 """
 import argparse
-import itertools
 import logging
 import logging.handlers
 import math
 import os
-import signal
 import sys
 import time
+import types
 
 import torch
 import torch.distributed as dist
@@ -43,6 +42,12 @@ log = logging.getLogger("a2vslp")
 RESUMABLE = ("epochs", "patience", "resume", "num_workers", "skip_bad_samples", "skip_nonfinite",
              "cache_dir", "out_dir")
 PATH_FLAGS = ("data_dir", "vae", "init")        # compared as absolute paths
+
+
+# Per-stage defaults of --epochs, --patience (None: no early stopping) and --adam-betas.
+EPOCHS = {"vae": 300, "generator": 2000, "backtranslation": 200}        # vae: §4.3
+PATIENCE = {"vae": None, "generator": 100, "backtranslation": 30}
+ADAM_BETAS = {"vae": (0.5, 0.9), "generator": (0.9, 0.999), "backtranslation": (0.9, 0.999)}   # vae: §4.3
 
 
 def float_or_none(text):
@@ -151,11 +156,11 @@ def get_args(argv=None):
     bt.add_argument("--bt-label-smoothing", type=float, default=0.1, help="label smoothing of the word loss")
     bt.add_argument("--subsample", type=int, default=2, help="frame step: 2 reads 25 fps data at 12.5 fps (§4.2 protocol)")
     args = p.parse_args(argv)
-    defaults = {"vae": (300, None, (0.5, 0.9)), "generator": (2000, 100, (0.9, 0.999)),
-                "backtranslation": (200, 30, (0.9, 0.999))}[args.stage]
-    args.epochs = defaults[0] if args.epochs is None else args.epochs
-    args.patience = defaults[1] if args.patience is None else args.patience
-    args.adam_betas = tuple(defaults[2] if args.adam_betas is None else args.adam_betas)
+    if args.epochs is None:
+        args.epochs = EPOCHS[args.stage]
+    if args.patience is None:
+        args.patience = PATIENCE[args.stage]
+    args.adam_betas = tuple(args.adam_betas or ADAM_BETAS[args.stage])
     if args.grad_clip is None:
         args.grad_clip = 1.0 if args.stage == "backtranslation" else 0.0
     if args.stage == "generator" and args.vae is None:
@@ -429,8 +434,10 @@ def all_reduce_sum(t, distributed):
     return t
 
 
-def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx, epoch, step):
-    """One pass over `loader`; trains when optimizer is given. Returns (mean logs, frames, step, skips)."""
+def run_epoch(model, loader, loss_fn, run, epoch, step, optimizer=None):
+    """One pass over `loader`; trains when optimizer is given. `run` holds args, device, distributed
+    and ctx (the autocast context). Returns (mean logs, frames, step, skips)."""
+    args, device, distributed, ctx = run.args, run.device, run.distributed, run.ctx
     sums, count_total, frames, skips = {}, torch.zeros((), dtype=torch.float64, device=device), 0, 0
     world = dist.get_world_size() if distributed else 1
     nonfinite = []
@@ -438,8 +445,6 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
         batch = to_device(batch, device)
         with ctx:
             loss, logs, count = loss_fn(model, batch)
-        if optimizer is not None and os.environ.get("A2VSLP_NAN_AT_STEP") == str(next(_ATTEMPTS)):
-            loss = loss * float("nan")                   # fault injection (tests); see fault_injection
         count = count.to(device=device, dtype=torch.float64)
         # Weight this rank's mean by its share of the global count: a batch split over ranks then
         # gives exactly the gradient of the whole batch in one process (DDP averages over ranks).
@@ -455,7 +460,7 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
             if optimizer is None:     # raised below, on every rank at once
                 nonfinite.append(f"{where}, dev loss {loss.item()}")
                 continue
-            if optimizer is not None and args.skip_nonfinite:
+            if args.skip_nonfinite:
                 skips += 1
                 log.warning("non-finite loss skipped (%s); %d skipped so far", where, skips)
                 optimizer.zero_grad(set_to_none=True)
@@ -470,7 +475,6 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
             optimizer.step()
             step += 1
             PROGRESS["step"] = step
-            fault_injection(step)
         for k, v in {"loss": loss, **logs}.items():
             sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64, device=device).detach() * count
         count_total += count
@@ -491,21 +495,7 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
     return means, int(packed[-2].item()), step, skips
 
 
-_ATTEMPTS = itertools.count(1)     # training batches seen by this process (for A2VSLP_NAN_AT_STEP)
 PROGRESS = {"epoch": 0, "step": 0, "saved": None}   # where a Ctrl-C found the run (see __main__)
-
-
-def fault_injection(step):
-    """Faults on purpose, for the reliability tests; both variables are unset in normal runs.
-
-    A2VSLP_KILL_AT_STEP=k: SIGKILL rank A2VSLP_KILL_RANK (default 0) right after optimizer step k,
-    on the first attempt only (torchrun counts restarts in TORCHELASTIC_RESTART_COUNT).
-    A2VSLP_NAN_AT_STEP=k: the loss of the k-th training batch of this process becomes NaN.
-    """
-    at = os.environ.get("A2VSLP_KILL_AT_STEP")
-    if at and step == int(at) and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" \
-            and os.environ.get("RANK", "0") == os.environ.get("A2VSLP_KILL_RANK", "0"):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def changed_flags(args, saved):
@@ -574,6 +564,7 @@ def main(argv=None):
     if args.amp and device.type != "cuda":
         log.info("--amp: bf16 autocast is for CUDA; running in float32 on %s", device.type)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if args.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    run = types.SimpleNamespace(args=args, device=device, distributed=distributed, ctx=ctx)
 
     torch.manual_seed(args.seed)                       # same initial weights on every rank
     stage = STAGES[args.stage](args, device, distributed)
@@ -617,13 +608,11 @@ def main(argv=None):
         torch.manual_seed(args.seed + 1_000_003 * (epoch + 1) + rank)   # resumable noise streams
         ddp.train()
         t0 = time.time()
-        train_logs, frames, step, skips = run_epoch(ddp, loader, stage["loss"], optimizer, device, args,
-                                                    distributed, ctx, epoch, step)
+        train_logs, frames, step, skips = run_epoch(ddp, loader, stage["loss"], run, epoch, step, optimizer)
         dt = time.time() - t0
         ddp.eval()
         with torch.no_grad():
-            dev_logs, _, _, _ = run_epoch(net, dev_loader, stage["loss"], None, device, args,
-                                          distributed, ctx, epoch, step)
+            dev_logs, _, _, _ = run_epoch(net, dev_loader, stage["loss"], run, epoch, step)
         val = dev_logs[stage.get("criterion", "loss")]     # a dev criterion whose meaning is fixed
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val)
