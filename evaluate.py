@@ -30,7 +30,7 @@ import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
-from data import NUM_JOINTS, DataError, atomic_save, load_split, pad_stack, safe_load
+from data import NUM_JOINTS, DataError, atomic_save, load_checkpoint, load_split, pad_stack, safe_load
 
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
 
@@ -307,11 +307,8 @@ def chrf_signature():
 def load_backtranslator(path, device="cpu"):
     """SignToText rebuilt from a `train.py --stage backtranslation` checkpoint, and its frame step."""
     from backtranslation import SignToText
-    ckpt = safe_load(path, what="checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("stage") != "backtranslation":
-        stage = ckpt.get("stage") if isinstance(ckpt, dict) else None
-        raise DataError(f"{path}: a {stage!r} checkpoint, expected a back-translation checkpoint")
-    model = SignToText.from_config(ckpt["config"])
+    ckpt = load_checkpoint(path, "backtranslation")
+    model = SignToText.from_config(ckpt.get("model_args") or ckpt["config"])   # "config": older checkpoints
     model.load_state_dict(ckpt["model"])
     return model.eval().to(device), ckpt.get("subsample", 2)
 

@@ -17,20 +17,14 @@ import sys
 import torch
 
 import data
-from data import DataError, atomic_save, safe_load
+from data import DataError, atomic_save, load_checkpoint
 
 
 def load_generator(path, device="cpu"):
     """(A2VSLP, DisentangledVAE, checkpoint dict) rebuilt from a `--stage generator` checkpoint."""
     from generator import A2VSLP
     from vae import load_vae
-    ckpt = safe_load(path, what="checkpoint")
-    if not isinstance(ckpt, dict) or "stage" not in ckpt:
-        what = f"a {type(ckpt).__name__} of {len(ckpt)} entries" if hasattr(ckpt, "__len__") else type(ckpt).__name__
-        raise DataError(f"{path}: not a checkpoint of train.py ({what} without a 'stage'; a predictions file?), "
-                        "expected a generator checkpoint (stage 'generator')")
-    if ckpt["stage"] != "generator":
-        raise DataError(f"{path}: a {ckpt['stage']!r} checkpoint, expected a generator checkpoint (stage 'generator')")
+    ckpt = load_checkpoint(path, "generator")
     try:
         model = A2VSLP(**ckpt["model_args"])
         model.load_state_dict(ckpt["model"])

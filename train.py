@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
 import data
-from data import ARTICULATOR_ORDER, DataError, atomic_save, safe_load
+from data import ARTICULATOR_ORDER, DataError, atomic_save, load_checkpoint
 
 log = logging.getLogger("a2vslp")
 
@@ -229,22 +229,20 @@ def vae_stage(args, device, distributed):
                          "to the wrist)", a, shape[a], base[a], base[a] / max(float(shape[a]), 1e-12))
 
     return {"model": model, "train": data.SignDataset(train), "dev": data.SignDataset(dev),
-            "loss": loss, "report": report, "extra": {}, "criterion": "select"}
+            "loss": loss, "report": report, "extra": {"model_args": {"variant": args.vae_variant}},
+            "criterion": "select"}
 
 
 def generator_stage(args, device, distributed):
     import generator as G
     from vae import PAPER_REC_WEIGHTS, cached_latents, load_vae, selection_error
     train_path, dev_path, train, dev = load_train_dev(args)
-    vae_ckpt = safe_load(args.vae, what="VAE checkpoint")
-    stage = vae_ckpt.get("stage") if isinstance(vae_ckpt, dict) else type(vae_ckpt).__name__
-    if stage != "vae":
-        raise DataError(f"--vae {args.vae}: a {stage!r} checkpoint, expected stage 'vae'")
     try:
+        vae_ckpt = load_checkpoint(args.vae, "vae")
         load_vae(vae_ckpt)
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise DataError(f"--vae {args.vae}: not a usable VAE checkpoint: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    except (DataError, KeyError, TypeError, RuntimeError) as e:
+        raise DataError(f"--vae {e}" if isinstance(e, DataError) else f"--vae {args.vae}: not a usable VAE "
+                        f"checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     # Text embeddings and latent targets are computed once, by rank 0, and cached on disk.
     cache_dir = args.cache_dir
     texts = [s["text"] for s in train + dev]
@@ -267,10 +265,7 @@ def generator_stage(args, device, distributed):
     # median of the first frame of every training sequence (signing starts from rest).
     model.set_reference_pose(torch.stack([s["poses_3d"][0] for s in train]).median(0).values)
     if args.phase == 2:
-        init = safe_load(args.init, what="generator checkpoint")
-        if not isinstance(init, dict) or init.get("stage") != "generator":
-            raise DataError(f"--init {args.init}: a {init.get('stage') if isinstance(init, dict) else type(init).__name__!r} "
-                            "checkpoint, expected stage 'generator'")
+        init = load_checkpoint(args.init, "generator")
         if init["model_args"] != model_args:
             diff = {k: (init["model_args"].get(k), v) for k, v in model_args.items() if init["model_args"].get(k) != v}
             raise DataError(f"--init {args.init}: incompatible configuration (checkpoint vs flags): {diff}")
@@ -313,7 +308,7 @@ def generator_stage(args, device, distributed):
             logs["s"] = torch.tensor(float(boost.step(float(hand), float(other))))     # Eq. (8)
         return total, logs, mask.sum()
 
-    extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_variant": vae.variant,
+    extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_model_args": {"variant": vae.variant},
              "bert": args.bert, "max_tokens": data.MAX_TOKENS, "phase": args.phase}
     return {"model": model, "loss": loss, "report": None, "extra": extra, "criterion": "select",
             "train": data.SignDataset(train, emb, lat), "dev": data.SignDataset(dev, emb, lat),
@@ -358,7 +353,7 @@ def backtranslation_stage(args, device, distributed):
 
     return {"model": model, "forward_module": LossForward(model), "loss": loss, "report": report,
             "train": data.SignDataset(train), "dev": data.SignDataset(dev),
-            "extra": {"config": model.config(), "subsample": step}}
+            "extra": {"model_args": model.config(), "subsample": step}}
 
 
 STAGES = {"vae": vae_stage, "generator": generator_stage, "backtranslation": backtranslation_stage}
@@ -526,10 +521,7 @@ def check_out_dir(args, last_path, best_path):
             raise DataError(f"{best_path} exists but {last_path} does not: nothing to resume, and a fresh run "
                             "would overwrite best.pt; choose another --out-dir (nothing was changed)")
         return None
-    ckpt = safe_load(last_path, what="checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("stage") != args.stage:
-        raise DataError(f"{last_path}: a {ckpt.get('stage') if isinstance(ckpt, dict) else '?'!r} checkpoint, "
-                        f"cannot resume --stage {args.stage}")
+    ckpt = load_checkpoint(last_path, args.stage)
     saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
     diff = changed_flags(args, saved)
     if diff:
@@ -647,8 +639,7 @@ def main(argv=None):
             log.info("early stopping: no better dev %s for %d epochs", stage.get("criterion", "loss"), bad_epochs)
             break
     if master and stage.get("report") is not None and os.path.exists(best_path):
-        best_ckpt = safe_load(best_path, what="checkpoint")
-        model.load_state_dict(best_ckpt["model"])
+        model.load_state_dict(load_checkpoint(best_path, args.stage)["model"])
         stage["report"](model)
     if distributed:
         dist.barrier()

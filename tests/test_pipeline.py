@@ -144,7 +144,7 @@ def test_evaluate_scores_a_hand_written_submission(pipeline, tmp_path):
     # independent check of the GT row: translate with the model directly, score with sacrebleu
     import sacrebleu
     ckpt = load(root / "bt" / "best.pt")
-    model = SignToText.from_config(ckpt["config"])
+    model = SignToText.from_config(ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
     model.eval()
     poses, mask = pad_stack([s["poses_3d"][::2] for s in samples])
