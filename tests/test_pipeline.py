@@ -165,3 +165,26 @@ def test_evaluate_refuses_an_incomplete_submission(pipeline, tmp_path):
                 "--backtranslator", str(root / "bt" / "best.pt"), "--out", str(tmp_path / "r.json")])
     assert proc.returncode == 1 and "partial.pt" in proc.stderr and "no prediction" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_evaluate_without_flags_scores_the_runs_of_the_flag_free_stages(pipeline, tmp_path, monkeypatch, capsys):
+    """In a folder holding runs/data, runs/generator, runs/generator-kl and runs/backtranslation (where
+    train.py's flag-free commands put them), `python evaluate.py` needs no flag and gives the rows
+    that naming every path gives."""
+    import evaluate
+    root, d = pipeline
+    (tmp_path / "runs").mkdir()
+    for name, target in (("data", d), ("generator", root / "gen1"), ("generator-kl", root / "gen2"),
+                         ("backtranslation", root / "bt")):
+        os.symlink(target, tmp_path / "runs" / name)
+    monkeypatch.chdir(tmp_path)
+    evaluate.main([])
+    printed = capsys.readouterr().out
+    for line in ("--generator runs/generator/best.pt runs/generator-kl/best.pt (default)",
+                 "--data-dir runs/data (default)", "--backtranslator runs/backtranslation/best.pt (default)"):
+        assert line in printed, line
+    evaluate.main(["--data-dir", d, "--generator", str(root / "gen1" / "best.pt"), str(root / "gen2" / "best.pt"),
+                   "--backtranslator", str(root / "bt" / "best.pt"), "--out", "named.json"])
+    flag_free, named = (json.loads((tmp_path / f).read_text())["rows"] for f in ("results.json", "named.json"))
+    assert [r["name"] for r in flag_free] == ["GT", "VAE", "A2V-SLP", "A2V-SLP + KL"]
+    assert flag_free == named
