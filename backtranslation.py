@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-NUM_JOINTS = 178
+from data import NUM_JOINTS
+from generator import sinusoidal_encoding
 FRAME_DIM = NUM_JOINTS * 3  # 534
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -60,16 +61,6 @@ def decode(ids, itos):
         if i >= len(SPECIALS):
             words.append(itos[i])
     return " ".join(words)
-
-
-def sinusoidal_positions(length, dim):
-    """PE(t, 2k) = sin(t / 10000^(2k/d)), PE(t, 2k+1) = cos(t / 10000^(2k/d)) -> (length, dim)."""
-    t = torch.arange(length, dtype=torch.float32)[:, None]                # (L, 1)
-    inv = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2).float() / dim)  # (d/2,)
-    pe = torch.zeros(length, dim)
-    pe[:, 0::2] = torch.sin(t * inv)
-    pe[:, 1::2] = torch.cos(t * inv[: dim // 2])
-    return pe                                                             # (L, d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +105,7 @@ class SignToText(nn.Module):
                                              enable_nested_tensor=False)
         self.decoder = nn.TransformerDecoder(dec, num_layers, norm=nn.LayerNorm(d_model))
         self.out = nn.Linear(d_model, len(vocab))  # untied output projection
-        self.register_buffer("pe", sinusoidal_positions(max_len, d_model), persistent=False)
+        self.register_buffer("pe", sinusoidal_encoding(max_len, d_model), persistent=False)
 
     # -- checkpoint round trip -----------------------------------------------------------------
 

@@ -31,6 +31,9 @@ import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
+import render
+import sample
+from backtranslation import SignToText
 from data import NUM_JOINTS, DataError, atomic_save, load_checkpoint, load_split, pad_stack, safe_load
 
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
@@ -307,7 +310,6 @@ def chrf_signature():
 
 def load_backtranslator(path, device="cpu"):
     """SignToText rebuilt from a `train.py --stage backtranslation` checkpoint, and its frame step."""
-    from backtranslation import SignToText
     ckpt = load_checkpoint(path, "backtranslation")
     model = SignToText.from_config(ckpt.get("model_args") or ckpt["config"])   # "config": older checkpoints
     model.load_state_dict(ckpt["model"])
@@ -420,7 +422,6 @@ def finite_or_none(rows):
 
 
 def main(argv=None):
-    import sample
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=DATA_DIR, help=f"release folder with the ground-truth split (default: {DATA_DIR})")
     p.add_argument("--split", default="test", help="split to score (test, dev)")
@@ -537,7 +538,6 @@ def main(argv=None):
         print(f"wrote {args.out}")
         if args.pictures and generated:
             try:
-                import render
                 first = samples[0]
                 os.makedirs(args.pictures, exist_ok=True)
                 prefix = os.path.join(args.pictures, "example")

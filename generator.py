@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from data import ARTICULATOR_ORDER, NUM_JOINTS
 from gloss_attention import GlossAttention
-from vae import LATENT_SIZES
+from vae import LATENT_SIZES, split_articulators
 
 # "absolute": the projected reference pose + PE(t), as in the paper and DARSLP (REFERENCE.md §3);
 # "progress": + PE(t / (N - 1) · max_frames) as well, so every query also knows how far through its
@@ -55,16 +55,6 @@ def masked_mean(x, mask):
     """Mean of x (B, L, D) over the positions where mask (B, L) is True; (B, D)."""
     weight = mask.to(x.dtype)[..., None]                                              # (B, L, 1)
     return (x * weight).sum(1) / weight.sum(1).clamp_min(1.0)                         # (B, D)
-
-
-def split_articulators(x):
-    """Split the last axis (80) into {articulator: (..., size)} following LATENT_SIZES."""
-    total = sum(LATENT_SIZES[name] for name in ARTICULATOR_ORDER)
-    if x.shape[-1] != total:
-        raise ValueError(f"split_articulators: last dimension is {x.shape[-1]}, expected {total} "
-                         f"(LATENT_SIZES {dict(LATENT_SIZES)})")
-    sizes = [LATENT_SIZES[name] for name in ARTICULATOR_ORDER]
-    return dict(zip(ARTICULATOR_ORDER, torch.split(x, sizes, dim=-1)))
 
 
 def lengths_to_mask(lengths, max_len=None):

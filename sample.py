@@ -18,12 +18,12 @@ import torch
 
 import data
 from data import DataError, atomic_save, load_checkpoint
+from generator import A2VSLP
+from vae import load_vae
 
 
 def load_generator(path, device="cpu"):
     """(A2VSLP, DisentangledVAE, checkpoint dict) rebuilt from a `--stage generator` checkpoint."""
-    from generator import A2VSLP
-    from vae import load_vae
     ckpt = load_checkpoint(path, "generator")
     try:
         model = A2VSLP(**ckpt["model_args"])

@@ -32,13 +32,11 @@ HIDDEN_SIZES = {
 PAPER_REC_WEIGHTS = {"body": 1.0, "right_hand": 10.0, "left_hand": 14.0, "face": 2.0}
 
 
-def latent_slices():
-    """{articulator: slice into the 80-d latent}, ordered body, right hand, left hand, face."""
-    out, start = {}, 0
-    for a in ARTICULATOR_ORDER:
-        out[a] = slice(start, start + LATENT_SIZES[a])
-        start += LATENT_SIZES[a]
-    return out
+def split_articulators(x):
+    """Split the last axis (80) into {articulator: (..., size)} views, ordered body, right hand, left
+    hand, face, following LATENT_SIZES."""
+    assert x.shape[-1] == LATENT_DIM, f"last dimension is {x.shape[-1]}, expected {LATENT_DIM}"
+    return dict(zip(ARTICULATOR_ORDER, torch.split(x, [LATENT_SIZES[a] for a in ARTICULATOR_ORDER], dim=-1)))
 
 
 class ResidualMLP(nn.Module):

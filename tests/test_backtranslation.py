@@ -56,7 +56,7 @@ def test_vocab_order_and_round_trip():
 
 
 def test_sinusoidal_positions_closed_form():
-    pe = bt.sinusoidal_positions(7, 6)
+    pe = bt.sinusoidal_encoding(7, 6)                  # the generator's, shared
     for t in range(7):
         for k in range(3):
             angle = t / 10000 ** (2 * k / 6)

@@ -66,7 +66,7 @@ def test_split_articulators_order_and_sizes():
     for a in ARTICULATOR_ORDER:
         assert torch.equal(parts[a], x[:, start:start + LATENT_SIZES[a]])
         start += LATENT_SIZES[a]
-    with pytest.raises(ValueError, match="last dimension"):
+    with pytest.raises(AssertionError, match="last dimension"):
         G.split_articulators(torch.zeros(3, LATENT + 1))
 
 
