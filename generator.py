@@ -124,19 +124,8 @@ class A2VSLP(nn.Module):
                  ff=1024, dropout=0.1, max_frames=300, window=3, query="none", q=3, fusion="local",
                  latent_dim=80, time_queries="progress"):
         super().__init__()
-        for name, value in (("text_dim", text_dim), ("d_model", d_model),
-                            ("enc_layers", enc_layers), ("enc_heads", enc_heads),
-                            ("dec_layers", dec_layers), ("dec_heads", dec_heads), ("ff", ff),
-                            ("max_frames", max_frames), ("latent_dim", latent_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"A2VSLP: {name} must be a positive int, got {value!r}")
-        if d_model % enc_heads or d_model % dec_heads:
-            raise ValueError(f"A2VSLP: d_model {d_model} must be divisible by enc_heads "
-                             f"{enc_heads} and dec_heads {dec_heads}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"A2VSLP: dropout must be in [0, 1), got {dropout!r}")
-        if time_queries not in TIME_QUERIES:
-            raise ValueError(f"A2VSLP: time_queries must be one of {TIME_QUERIES}, got {time_queries!r}")
+        assert d_model % enc_heads == 0 and d_model % dec_heads == 0, "d_model must be divisible by the heads"
+        assert 0.0 <= dropout < 1.0 and time_queries in TIME_QUERIES, (dropout, time_queries)
         self.config = dict(text_dim=text_dim, d_model=d_model, enc_layers=enc_layers,
                            enc_heads=enc_heads, dec_layers=dec_layers, dec_heads=dec_heads, ff=ff,
                            dropout=dropout, max_frames=max_frames, window=window, query=query, q=q,
@@ -171,11 +160,8 @@ class A2VSLP(nn.Module):
     def set_reference_pose(self, pose):
         """Store the stationary reference pose (178, 3) (any float dtype, tensor or array)."""
         pose = torch.as_tensor(pose, dtype=torch.float32)
-        if pose.numel() != NUM_JOINTS * 3:
-            raise ValueError(f"set_reference_pose: expected {NUM_JOINTS}x3 values, "
-                             f"got shape {tuple(pose.shape)}")
-        if not bool(torch.isfinite(pose).all()):
-            raise ValueError("set_reference_pose: the pose contains NaN or inf")
+        assert pose.numel() == NUM_JOINTS * 3, f"expected {NUM_JOINTS}x3 values, got shape {tuple(pose.shape)}"
+        assert bool(torch.isfinite(pose).all()), "the reference pose contains NaN or inf"
         self.reference_pose.copy_(pose.reshape(NUM_JOINTS, 3))
         self.reference_pose_set.fill_(True)
 
@@ -244,8 +230,9 @@ class A2VSLP(nn.Module):
         text_emb (B, L, text_dim), text_mask (B, L), frame_mask (B, T) →
         dict(mu=(B, T, 80), logvar=(B, T, 80), length_ratio=(B,)).
         """
-        self._check(text_emb, text_mask)
-        _check_mask("frame_mask", frame_mask, text_emb.shape[0])
+        assert text_emb.dim() == 3 and text_emb.shape[-1] == self.text_dim, f"text_emb must be (B, L, {self.text_dim})"
+        assert text_mask.dtype == frame_mask.dtype == torch.bool, "text_mask and frame_mask must be bool tensors"
+        assert bool(text_mask.any(1).all() and frame_mask.any(1).all()), "a mask row is empty (an empty sequence)"
         memory = self.encode_text(text_emb, text_mask)                                # (B, L, D)
         mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)               # (B, T, 80)
         return dict(mu=mu_hat, logvar=logvar_hat, length_ratio=self.length_ratio(memory, text_mask))
@@ -294,14 +281,6 @@ class A2VSLP(nn.Module):
 # Losses (§3.3)
 # ---------------------------------------------------------------------------------------------
 
-def _check_latents(frame_mask, *tensors):
-    _check_mask("frame_mask", frame_mask)
-    for t in tensors:
-        if t.shape[:2] != frame_mask.shape:
-            raise ValueError(f"latent tensor of shape {tuple(t.shape)} does not match frame_mask "
-                             f"{tuple(frame_mask.shape)}")
-
-
 def clamp_logvar(logvar, floor):
     """max(log σ², floor): log-variances below the floor all decode to the same pose (σ is tiny
     against the spread of μ), so Eq. 3 and Eq. 4 treat them as equal. floor=None: unchanged."""
@@ -319,12 +298,7 @@ def latent_l1_loss(mu_hat, logvar_hat, mu, logvar, frame_mask, weights, logvar_f
     the batch and over the latent dimensions of articulator a, so λ_a weighs articulators of
     different sizes (8, 28, 28, 16) on the same scale. Returns (loss, {a: unweighted term}).
     """
-    missing = [a for a in ARTICULATOR_ORDER if a not in weights]
-    unknown = [a for a in weights if a not in ARTICULATOR_ORDER]
-    if missing or unknown:
-        raise ValueError(f"latent_l1_loss: weights must name exactly {ARTICULATOR_ORDER}; "
-                         f"missing {missing}, unknown {unknown}")
-    _check_latents(frame_mask, mu_hat, logvar_hat, mu, logvar)
+    assert set(weights) == set(ARTICULATOR_ORDER), f"weights {sorted(weights)}: missing or unknown articulators"
     logvar_hat, logvar = clamp_logvar(logvar_hat, logvar_floor), clamp_logvar(logvar, logvar_floor)
     # Real frames only: (n, 80) each, split into {a: (n, size_a)}.
     parts = [split_articulators(t[frame_mask]) for t in (mu_hat, logvar_hat, mu, logvar)]
@@ -345,7 +319,6 @@ def gaussian_kl(mu_hat, logvar_hat, mu, logvar, frame_mask, logvar_floor=None):
     clamped at it first (not in the paper: the exact KL to the near-deterministic posteriors of a
     β = 1e-6 VAE, log σ² down to -50, is ~1e20).
     """
-    _check_latents(frame_mask, mu_hat, logvar_hat, mu, logvar)
     logvar_hat, logvar = clamp_logvar(logvar_hat, logvar_floor), clamp_logvar(logvar, logvar_floor)
     mh, lh, m, lv = (t[frame_mask] for t in (mu_hat, logvar_hat, mu, logvar))      # (n, 80)
     kl = 0.5 * (lv - lh + (lh.exp() + (mh - m) ** 2) * torch.exp(-lv) - 1.0)  # Eq. (4)  # (n, 80)
@@ -354,12 +327,8 @@ def gaussian_kl(mu_hat, logvar_hat, mu, logvar, frame_mask, logvar_floor=None):
 
 def length_loss(ratio_hat, frames, max_frames):
     """L1 between the predicted ratio (B,) and min(frames / max_frames, 1) (REFERENCE.md §3)."""
-    if max_frames < 1:
-        raise ValueError(f"length_loss: max_frames must be >= 1, got {max_frames}")
     frames = torch.as_tensor(frames, device=ratio_hat.device)
-    if frames.shape != ratio_hat.shape:
-        raise ValueError(f"length_loss: frames {tuple(frames.shape)} and ratio_hat "
-                         f"{tuple(ratio_hat.shape)} differ in shape")
+    assert frames.shape == ratio_hat.shape and max_frames >= 1, f"shapes {tuple(frames.shape)}, {tuple(ratio_hat.shape)}"
     target = (frames.to(ratio_hat.dtype) / max_frames).clamp(max=1.0)                 # (B,)
     return (ratio_hat - target).abs().mean()
 
