@@ -86,9 +86,9 @@ class DecoderLayer(nn.Module):
     and pre-norm Transformers train stably without one.
     """
 
-    def __init__(self, d_model, heads, ff, dropout, window, query, q, fusion):
+    def __init__(self, d_model, heads, ff, dropout, window, query, query_span, fusion):
         super().__init__()
-        self.self_attn = GlossAttention(d_model, heads, window=window, query=query, q=q,
+        self.self_attn = GlossAttention(d_model, heads, window=window, query=query, query_span=query_span,
                                         fusion=fusion, dropout=dropout)
         self.cross_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(nn.Linear(d_model, ff), nn.ReLU(), nn.Dropout(dropout),
@@ -121,15 +121,15 @@ class A2VSLP(nn.Module):
     """
 
     def __init__(self, text_dim, d_model=512, enc_layers=3, enc_heads=4, dec_layers=6, dec_heads=8,
-                 ff=1024, dropout=0.1, max_frames=300, window=3, query="none", q=3, fusion="local",
+                 ff=1024, dropout=0.1, max_frames=300, window=3, query="none", query_span=3, fusion="local",
                  latent_dim=80, time_queries="progress"):
         super().__init__()
         assert d_model % enc_heads == 0 and d_model % dec_heads == 0, "d_model must be divisible by the heads"
         assert 0.0 <= dropout < 1.0 and time_queries in TIME_QUERIES, (dropout, time_queries)
         self.config = dict(text_dim=text_dim, d_model=d_model, enc_layers=enc_layers,
                            enc_heads=enc_heads, dec_layers=dec_layers, dec_heads=dec_heads, ff=ff,
-                           dropout=dropout, max_frames=max_frames, window=window, query=query, q=q,
-                           fusion=fusion, latent_dim=latent_dim, time_queries=time_queries)
+                           dropout=dropout, max_frames=max_frames, window=window, query=query,
+                           query_span=query_span, fusion=fusion, latent_dim=latent_dim, time_queries=time_queries)
         self.text_dim, self.d_model = text_dim, d_model
         self.time_query_kind = time_queries
         self.max_frames, self.latent_dim = max_frames, latent_dim
@@ -151,7 +151,7 @@ class A2VSLP(nn.Module):
 
         # Non-autoregressive decoder: 6 layers, 8 heads, FFN 1024, gloss self-attention (§3.2).
         self.decoder_layers = nn.ModuleList([
-            DecoderLayer(d_model, dec_heads, ff, dropout, window, query, q, fusion)
+            DecoderLayer(d_model, dec_heads, ff, dropout, window, query, query_span, fusion)
             for _ in range(dec_layers)])
         self.decoder_norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, 2 * latent_dim)
@@ -242,14 +242,14 @@ class A2VSLP(nn.Module):
         return torch.round(ratio * self.max_frames).long().clamp(1, self.max_frames)
 
     @torch.no_grad()
-    def generate(self, text_emb, text_mask, decode_fn, sample=True, generator=None, lengths=None):
+    def generate(self, text_emb, text_mask, decode_fn, sample=True, rng=None, lengths=None):
         """Poses for a batch of sentences: a list of (N_i, 178, 3) tensors.
 
         Lengths are predicted (or given), the decoder runs once for the whole batch, and
-        z = μ̂ + σ̂ ⊙ ε with ε ~ N(0, I) drawn from `generator` (z = μ̂ when sample=False) is
+        z = μ̂ + σ̂ ⊙ ε with ε ~ N(0, I) drawn from the torch.Generator `rng` (z = μ̂ when sample=False) is
         decoded by `decode_fn` (the VAE decoder: (..., 80) → (..., 178, 3)). Runs in eval mode.
         ε is one (B, max N_i, 80) draw, so a sample's noise depends on the batch it is in;
-        `generator` must live on the model's device.
+        `rng` must live on the model's device.
         """
         self._check(text_emb, text_mask)
         was_training = self.training
@@ -266,7 +266,7 @@ class A2VSLP(nn.Module):
             frame_mask = lengths_to_mask(lengths)                                     # (B, T)
             mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)           # (B, T, 80)
             if sample:
-                eps = torch.randn(mu_hat.shape, generator=generator, device=mu_hat.device,
+                eps = torch.randn(mu_hat.shape, generator=rng, device=mu_hat.device,
                                   dtype=mu_hat.dtype)                                 # (B, T, 80)
                 z = mu_hat + torch.exp(0.5 * logvar_hat) * eps  # reparameterisation (§3.1)
             else:

@@ -122,7 +122,7 @@ def get_args(argv=None, announce=True):
     gen.add_argument("--dropout", type=float, default=0.1, help="dropout (not given in the paper)")
     gen.add_argument("--window", type=int, default=3, help="gloss attention window N (Table 3 best: 3)")
     gen.add_argument("--query", default="none", choices=["none", "mean", "attention"], help="query construction (Table 4)")
-    gen.add_argument("--q", type=int, default=3, help="query aggregation span q (Table 4)")
+    gen.add_argument("--query-span", "--q", type=int, default=3, help="query aggregation span q (Table 4)")
     gen.add_argument("--fusion", default="local", choices=["local", "global", "local+global"],
                      help="decoder self-attention: local gloss attention, global (Table 2 baseline) or both")
     gen.add_argument("--max-frames", type=int, help="length normalisation (default: the longest training sequence)")
@@ -174,7 +174,7 @@ def get_args(argv=None, announce=True):
     args.adam_betas = tuple(args.adam_betas)
     if args.window < 1 or args.window % 2 == 0:
         p.error(f"--window must be an odd positive number, got {args.window}")
-    for name in ("epochs", "batch_size", "subsample", "max_frames", "q"):
+    for name in ("epochs", "batch_size", "subsample", "max_frames", "query_span"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     args.cache_dir = args.cache_dir or os.path.join(args.out_dir, "cache")
@@ -230,7 +230,7 @@ def generator_stage(args, train, dev, device, distributed):
     lat = {**rank0_first(distributed, cached_latents, args.vae, train, args.cache_dir),
            **rank0_first(distributed, cached_latents, args.vae, dev, args.cache_dir)}
     max_frames = args.max_frames or max(len(s["poses_3d"]) for s in train)
-    model_args = dict(text_dim=next(iter(emb.values())).shape[-1], max_frames=max_frames, q=args.q,
+    model_args = dict(text_dim=next(iter(emb.values())).shape[-1], max_frames=max_frames, query_span=args.query_span,
                       **{k: getattr(args, k) for k in ("d_model", "enc_layers", "enc_heads", "dec_layers", "dec_heads",
                                                        "ff", "dropout", "window", "query", "fusion", "time_queries")})
     model = G.A2VSLP(**model_args)

@@ -20,7 +20,7 @@ def tiny_model(query="none", fusion="local", text_dim=12, max_frames=16, dropout
     torch.manual_seed(seed)
     model = G.A2VSLP(text_dim, d_model=d_model, enc_layers=1, enc_heads=4, dec_layers=dec_layers,
                      dec_heads=4, ff=ff, dropout=dropout, max_frames=max_frames, window=3,
-                     query=query, q=3, fusion=fusion, time_queries=time_queries)
+                     query=query, query_span=3, fusion=fusion, time_queries=time_queries)
     model.set_reference_pose(torch.randn(NUM_JOINTS, 3))
     return model
 
@@ -367,9 +367,9 @@ def test_generate():
                zip(mean_poses, model.generate(text, tmask, decode, sample=False)))
 
     # Sampling: z = μ̂ + σ̂ ⊙ ε with ε from the given generator.
-    s1 = model.generate(text, tmask, decode, generator=torch.Generator().manual_seed(7))
-    s2 = model.generate(text, tmask, decode, generator=torch.Generator().manual_seed(7))
-    s3 = model.generate(text, tmask, decode, generator=torch.Generator().manual_seed(8))
+    s1 = model.generate(text, tmask, decode, rng=torch.Generator().manual_seed(7))
+    s2 = model.generate(text, tmask, decode, rng=torch.Generator().manual_seed(7))
+    s3 = model.generate(text, tmask, decode, rng=torch.Generator().manual_seed(8))
     assert all(torch.equal(a, b) for a, b in zip(s1, s2))
     assert not all(torch.allclose(a, b) for a, b in zip(s1, s3))
     eps = torch.randn(out["mu"].shape, generator=torch.Generator().manual_seed(7))

@@ -188,3 +188,15 @@ def test_evaluate_without_flags_scores_the_runs_of_the_flag_free_stages(pipeline
     flag_free, named = (json.loads((tmp_path / f).read_text())["rows"] for f in ("results.json", "named.json"))
     assert [r["name"] for r in flag_free] == ["GT", "VAE", "A2V-SLP", "A2V-SLP + KL"]
     assert flag_free == named
+
+
+def test_a_generator_checkpoint_that_names_the_query_span_q_still_loads(pipeline, tmp_path):
+    """Checkpoints written before the rename q -> query_span rebuild the same model."""
+    import sample
+    root, _ = pipeline
+    ckpt = load(root / "gen1" / "best.pt")
+    ckpt["model_args"]["q"] = ckpt["model_args"].pop("query_span")
+    torch.save(ckpt, tmp_path / "old.pt")
+    old, new = (sample.load_generator(str(p))[0] for p in (tmp_path / "old.pt", root / "gen1" / "best.pt"))
+    assert old.config == new.config and old.config["query_span"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
