@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-NUM_JOINTS = 178
+from data import NUM_JOINTS
+from generator import sinusoidal_encoding
 FRAME_DIM = NUM_JOINTS * 3  # 534
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -62,16 +63,6 @@ def decode(ids, itos):
     return " ".join(words)
 
 
-def sinusoidal_positions(length, dim):
-    """PE(t, 2k) = sin(t / 10000^(2k/d)), PE(t, 2k+1) = cos(t / 10000^(2k/d)) -> (length, dim)."""
-    t = torch.arange(length, dtype=torch.float32)[:, None]                # (L, 1)
-    inv = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2).float() / dim)  # (d/2,)
-    pe = torch.zeros(length, dim)
-    pe[:, 0::2] = torch.sin(t * inv)
-    pe[:, 1::2] = torch.cos(t * inv[: dim // 2])
-    return pe                                                             # (L, d)
-
-
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
@@ -84,11 +75,9 @@ class SignToText(nn.Module):
                  max_len=1000, label_smoothing=0.0):
         super().__init__()
         vocab = list(vocab)
-        if tuple(vocab[:len(SPECIALS)]) != SPECIALS or len(set(vocab)) != len(vocab):
-            raise ValueError(f"vocab must start with {SPECIALS} and hold no duplicates "
-                             "(use build_vocab)")
-        if d_model % num_heads or d_model % 2:
-            raise ValueError(f"d_model={d_model} must be even and divisible by num_heads={num_heads}")
+        assert tuple(vocab[:len(SPECIALS)]) == SPECIALS and len(set(vocab)) == len(vocab), "vocab must start with " \
+            f"{SPECIALS} and hold no duplicates (use build_vocab)"
+        assert d_model % num_heads == 0 and d_model % 2 == 0, f"d_model {d_model}, num_heads {num_heads}"
         self.vocab, self.stoi = vocab, {w: i for i, w in enumerate(vocab)}
         self.d_model, self.num_heads, self.num_layers, self.ff = d_model, num_heads, num_layers, ff
         self.dropout, self.max_len, self.label_smoothing = dropout, max_len, label_smoothing
@@ -114,7 +103,7 @@ class SignToText(nn.Module):
                                              enable_nested_tensor=False)
         self.decoder = nn.TransformerDecoder(dec, num_layers, norm=nn.LayerNorm(d_model))
         self.out = nn.Linear(d_model, len(vocab))  # untied output projection
-        self.register_buffer("pe", sinusoidal_positions(max_len, d_model), persistent=False)
+        self.register_buffer("pe", sinusoidal_encoding(max_len, d_model), persistent=False)
 
     # -- checkpoint round trip -----------------------------------------------------------------
 
@@ -131,21 +120,10 @@ class SignToText(nn.Module):
     # -- input checks --------------------------------------------------------------------------
 
     def _check(self, poses, frame_mask):
-        if not isinstance(poses, torch.Tensor) or poses.dim() != 4 or \
-                tuple(poses.shape[2:]) != (NUM_JOINTS, 3):
-            shape = tuple(poses.shape) if isinstance(poses, torch.Tensor) else type(poses).__name__
-            raise ValueError(f"poses must be a (B, T, {NUM_JOINTS}, 3) tensor, got {shape}")
-        if not poses.is_floating_point():
-            raise ValueError(f"poses must be floating point, got {poses.dtype}")
-        if not isinstance(frame_mask, torch.Tensor) or frame_mask.dtype != torch.bool or \
-                tuple(frame_mask.shape) != tuple(poses.shape[:2]):
-            shape = tuple(frame_mask.shape) if isinstance(frame_mask, torch.Tensor) else None
-            raise ValueError(f"frame_mask must be a bool tensor of shape {tuple(poses.shape[:2])} "
-                             f"(True at real frames), got {shape}")
-        if not frame_mask.any(1).all():
-            raise ValueError("every sequence needs at least one real frame (frame_mask row all False)")
-        if poses.shape[1] > self.max_len:
-            raise ValueError(f"{poses.shape[1]} frames exceed max_len={self.max_len}")
+        assert poses.dim() == 4 and poses.shape[2:] == (NUM_JOINTS, 3), f"poses must be (B, T, {NUM_JOINTS}, 3)"
+        assert frame_mask.dtype == torch.bool and frame_mask.shape == poses.shape[:2], "frame_mask must be bool (B, T)"
+        assert bool(frame_mask.any(1).all()), "every sequence needs at least one real frame"
+        assert poses.shape[1] <= self.max_len, f"{poses.shape[1]} frames exceed max_len={self.max_len}"
 
     # -- encoder / decoder ---------------------------------------------------------------------
 
@@ -169,8 +147,7 @@ class SignToText(nn.Module):
     def decode(self, memory, frame_mask, tokens, token_mask):
         """memory (B, T, D), tokens (B, L) starting with <bos> -> next-word logits (B, L, V)."""
         L = tokens.shape[1]
-        if L > self.max_len:
-            raise ValueError(f"{L} tokens exceed max_len={self.max_len}")
+        assert L <= self.max_len, f"{L} tokens exceed max_len={self.max_len}"
         h = self.embed(tokens) * math.sqrt(self.d_model) + self.pe[:L]   # (B, L, D)
         causal = torch.ones(L, L, dtype=torch.bool, device=tokens.device).triu(1)  # True: hidden
         h = self.decoder(self.drop(h), memory, tgt_mask=causal, tgt_key_padding_mask=~token_mask,
@@ -186,8 +163,7 @@ class SignToText(nn.Module):
 
     def tokenize(self, texts):
         """texts -> decoder inputs <bos> w1..wn, targets w1..wn <eos>, mask; each (B, L+1)."""
-        if isinstance(texts, str):
-            raise ValueError("texts must be a list of strings, not a single string")
+        assert not isinstance(texts, str), "texts must be a list of strings, not a single string"
         ids = [encode(t, self.stoi) for t in texts]
         L = max(len(s) for s in ids) + 1
         inp = torch.full((len(ids), L), PAD, dtype=torch.long)
@@ -204,8 +180,7 @@ class SignToText(nn.Module):
         stats: plain floats {"loss", "nll", "accuracy", "tokens"}; nll and accuracy are per target
         token (words and <eos>) without smoothing.
         """
-        if len(texts) != poses.shape[0]:
-            raise ValueError(f"got {len(texts)} texts for {poses.shape[0]} pose sequences")
+        assert len(texts) == poses.shape[0], f"got {len(texts)} texts for {poses.shape[0]} pose sequences"
         inp, tgt, mask = self.tokenize(texts)
         logits = self(poses, frame_mask, inp, mask)                      # (B, L, V)
         flat, flat_tgt = logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1)
@@ -230,8 +205,7 @@ class SignToText(nn.Module):
         0: raw sum). beam_size=1 is greedy decoding. Runs in eval mode.
         """
         self._check(poses, frame_mask)
-        if beam_size < 1 or max_len < 1:
-            raise ValueError(f"beam_size and max_len must be >= 1, got {beam_size}, {max_len}")
+        assert beam_size >= 1 and max_len >= 1, (beam_size, max_len)
         was_training = self.training
         self.eval()
         try:

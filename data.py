@@ -152,6 +152,23 @@ def safe_load(path, what="file"):
         raise DataError(f"{path}: cannot load this {what}: {type(e).__name__}: {reason}") from None
 
 
+STAGE_NAMES = {"vae": "VAE", "generator": "generator", "backtranslation": "back-translation"}
+
+
+def load_checkpoint(path, stage, *or_stages):
+    """The dict of a `train.py --stage STAGE` checkpoint (or of one of `or_stages`); one DataError
+    naming the path and both stages for anything else (another stage's, a predictions file, ...)."""
+    ckpt = safe_load(path, what="checkpoint")
+    expected = "expected " + " or ".join(f"a {STAGE_NAMES[s]} checkpoint (stage {s!r})" for s in (stage, *or_stages))
+    if not isinstance(ckpt, dict) or "stage" not in ckpt:
+        what = f"a {type(ckpt).__name__} of {len(ckpt)} entries" if hasattr(ckpt, "__len__") else type(ckpt).__name__
+        raise DataError(f"{path}: not a checkpoint of train.py ({what} without a 'stage'; a predictions file?), "
+                        + expected)
+    if ckpt["stage"] not in (stage, *or_stages):
+        raise DataError(f"{path}: a {ckpt['stage']!r} checkpoint, {expected}")
+    return ckpt
+
+
 def check_utf8(text, where):
     """DataError unless `text` can be written as UTF-8 (bytes that were not UTF-8 arrive in Python as
     lone surrogates, e.g. from a command line or a badly converted file)."""

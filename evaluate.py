@@ -12,6 +12,7 @@ The protocol is the one of the SLRTP 2025 challenge (REFERENCE.md §2):
 The functions score exactly what they are given: the 12.5 fps subsampling (`[::2]`) of both sides
 is the caller's job; the command line does it (--fps-step 2, on by default for 25 fps data).
 
+    python evaluate.py          # after train.py's flag-free stages: runs/data, runs/generator{,-kl}, runs/backtranslation
     python evaluate.py --data-dir runs/demo/data --split test \
         --generator runs/demo/gen1/best.pt runs/demo/gen2/best.pt \
         --backtranslator runs/demo/bt/best.pt --out runs/demo/results.json      # Table 7
@@ -30,7 +31,10 @@ import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
-from data import NUM_JOINTS, DataError, atomic_save, load_split, pad_stack, safe_load
+import render
+import sample
+from backtranslation import SignToText
+from data import NUM_JOINTS, DataError, atomic_save, load_checkpoint, load_split, pad_stack, safe_load
 
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
 
@@ -306,12 +310,8 @@ def chrf_signature():
 
 def load_backtranslator(path, device="cpu"):
     """SignToText rebuilt from a `train.py --stage backtranslation` checkpoint, and its frame step."""
-    from backtranslation import SignToText
-    ckpt = safe_load(path, what="checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("stage") != "backtranslation":
-        stage = ckpt.get("stage") if isinstance(ckpt, dict) else None
-        raise DataError(f"{path}: a {stage!r} checkpoint, expected a back-translation checkpoint")
-    model = SignToText.from_config(ckpt["config"])
+    ckpt = load_checkpoint(path, "backtranslation")
+    model = SignToText.from_config(ckpt.get("model_args") or ckpt["config"])   # "config": older checkpoints
     model.load_state_dict(ckpt["model"])
     return model.eval().to(device), ckpt.get("subsample", 2)
 
@@ -345,7 +345,7 @@ def generator_name(ckpt_args):
     if ckpt_args.get("window", 3) != 3:
         extra.append(f"N={ckpt_args['window']}")
     if ckpt_args.get("query", "none") != "none":
-        extra.append(f"{ckpt_args['query']} query q={ckpt_args.get('q')}")
+        extra.append(f"{ckpt_args['query']} query q={ckpt_args.get('query_span', ckpt_args.get('q'))}")
     if ckpt_args.get("hand_weights", "dynamic") != "dynamic":
         extra.append("fixed hand weights")
     if ckpt_args.get("vae_variant", "base") != "base":
@@ -405,6 +405,12 @@ def print_table(rows):
         print(f"| {r['name']:32s} | " + " | ".join(f"{c:>6s}" for c in cells) + " |")
 
 
+# Defaults: the folders of train.py's flag-free runs
+DATA_DIR = os.path.join("runs", "data")
+GENERATORS = [os.path.join("runs", "generator", "best.pt"), os.path.join("runs", "generator-kl", "best.pt")]
+BACKTRANSLATOR = os.path.join("runs", "backtranslation", "best.pt")
+
+
 def most_frequent(texts):
     """The most frequent text; ties go to the one that comes first (no dependence on hashing)."""
     return Counter(texts).most_common(1)[0][0]
@@ -416,14 +422,15 @@ def finite_or_none(rows):
 
 
 def main(argv=None):
-    import sample
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="release folder with the ground-truth split")
+    p.add_argument("--data-dir", default=DATA_DIR, help=f"release folder with the ground-truth split (default: {DATA_DIR})")
     p.add_argument("--split", default="test", help="split to score (test, dev)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--generator", nargs="+", help="generator checkpoint(s): generate, then score each")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--generator", nargs="+", help="generator checkpoint(s): generate, then score each "
+                     f"(default: those of {', '.join(GENERATORS)} that exist)")
     src.add_argument("--predictions", nargs="+", help="submission file(s) {name: Tensor[N,178,3]} to score")
-    p.add_argument("--backtranslator", required=True, help="back-translation checkpoint (train.py --stage backtranslation)")
+    p.add_argument("--backtranslator", default=BACKTRANSLATOR,
+                   help=f"back-translation checkpoint (train.py --stage backtranslation; default: {BACKTRANSLATOR})")
     p.add_argument("--out", default="results.json", help="results file")
     p.add_argument("--beam", type=int, default=3, help="beam size of back-translation (protocol: 3)")
     p.add_argument("--fps-step", type=int, default=2,
@@ -435,6 +442,14 @@ def main(argv=None):
     p.add_argument("--cache-dir", default=None,
                    help="text-embedding cache for --generator (default: a folder 'cache' beside --out)")
     args = p.parse_args(argv)
+    if args.generator is None and args.predictions is None:         # train.py's flag-free runs
+        args.generator = [path for path in GENERATORS if os.path.exists(path)]
+        if not args.generator:
+            p.error(f"no --generator or --predictions given, and none of the defaults {', '.join(GENERATORS)} exists")
+        print(f"--generator {' '.join(args.generator)} (default)", flush=True)
+    for flag, default in (("--data-dir", DATA_DIR), ("--backtranslator", BACKTRANSLATOR)):
+        if getattr(args, flag[2:].replace("-", "_")) == default:
+            print(f"{flag} {default} (default)", flush=True)
     for flag, value in (("--beam", args.beam), ("--fps-step", args.fps_step)):
         if value < 1:
             p.error(f"{flag} must be >= 1, got {value}")
@@ -523,7 +538,6 @@ def main(argv=None):
         print(f"wrote {args.out}")
         if args.pictures and generated:
             try:
-                import render
                 first = samples[0]
                 os.makedirs(args.pictures, exist_ok=True)
                 prefix = os.path.join(args.pictures, "example")

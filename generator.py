@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from data import ARTICULATOR_ORDER, NUM_JOINTS
 from gloss_attention import GlossAttention
-from vae import LATENT_SIZES
+from vae import LATENT_SIZES, split_articulators
 
 # "absolute": the projected reference pose + PE(t), as in the paper and DARSLP (REFERENCE.md §3);
 # "progress": + PE(t / (N - 1) · max_frames) as well, so every query also knows how far through its
@@ -57,16 +57,6 @@ def masked_mean(x, mask):
     return (x * weight).sum(1) / weight.sum(1).clamp_min(1.0)                         # (B, D)
 
 
-def split_articulators(x):
-    """Split the last axis (80) into {articulator: (..., size)} following LATENT_SIZES."""
-    total = sum(LATENT_SIZES[name] for name in ARTICULATOR_ORDER)
-    if x.shape[-1] != total:
-        raise ValueError(f"split_articulators: last dimension is {x.shape[-1]}, expected {total} "
-                         f"(LATENT_SIZES {dict(LATENT_SIZES)})")
-    sizes = [LATENT_SIZES[name] for name in ARTICULATOR_ORDER]
-    return dict(zip(ARTICULATOR_ORDER, torch.split(x, sizes, dim=-1)))
-
-
 def lengths_to_mask(lengths, max_len=None):
     """Frame mask (B, T) bool, True at the first lengths[b] positions of row b."""
     lengths = torch.as_tensor(lengths)
@@ -96,9 +86,9 @@ class DecoderLayer(nn.Module):
     and pre-norm Transformers train stably without one.
     """
 
-    def __init__(self, d_model, heads, ff, dropout, window, query, q, fusion):
+    def __init__(self, d_model, heads, ff, dropout, window, query, query_span, fusion):
         super().__init__()
-        self.self_attn = GlossAttention(d_model, heads, window=window, query=query, q=q,
+        self.self_attn = GlossAttention(d_model, heads, window=window, query=query, query_span=query_span,
                                         fusion=fusion, dropout=dropout)
         self.cross_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(nn.Linear(d_model, ff), nn.ReLU(), nn.Dropout(dropout),
@@ -131,26 +121,15 @@ class A2VSLP(nn.Module):
     """
 
     def __init__(self, text_dim, d_model=512, enc_layers=3, enc_heads=4, dec_layers=6, dec_heads=8,
-                 ff=1024, dropout=0.1, max_frames=300, window=3, query="none", q=3, fusion="local",
+                 ff=1024, dropout=0.1, max_frames=300, window=3, query="none", query_span=3, fusion="local",
                  latent_dim=80, time_queries="progress"):
         super().__init__()
-        for name, value in (("text_dim", text_dim), ("d_model", d_model),
-                            ("enc_layers", enc_layers), ("enc_heads", enc_heads),
-                            ("dec_layers", dec_layers), ("dec_heads", dec_heads), ("ff", ff),
-                            ("max_frames", max_frames), ("latent_dim", latent_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"A2VSLP: {name} must be a positive int, got {value!r}")
-        if d_model % enc_heads or d_model % dec_heads:
-            raise ValueError(f"A2VSLP: d_model {d_model} must be divisible by enc_heads "
-                             f"{enc_heads} and dec_heads {dec_heads}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"A2VSLP: dropout must be in [0, 1), got {dropout!r}")
-        if time_queries not in TIME_QUERIES:
-            raise ValueError(f"A2VSLP: time_queries must be one of {TIME_QUERIES}, got {time_queries!r}")
+        assert d_model % enc_heads == 0 and d_model % dec_heads == 0, "d_model must be divisible by the heads"
+        assert 0.0 <= dropout < 1.0 and time_queries in TIME_QUERIES, (dropout, time_queries)
         self.config = dict(text_dim=text_dim, d_model=d_model, enc_layers=enc_layers,
                            enc_heads=enc_heads, dec_layers=dec_layers, dec_heads=dec_heads, ff=ff,
-                           dropout=dropout, max_frames=max_frames, window=window, query=query, q=q,
-                           fusion=fusion, latent_dim=latent_dim, time_queries=time_queries)
+                           dropout=dropout, max_frames=max_frames, window=window, query=query,
+                           query_span=query_span, fusion=fusion, latent_dim=latent_dim, time_queries=time_queries)
         self.text_dim, self.d_model = text_dim, d_model
         self.time_query_kind = time_queries
         self.max_frames, self.latent_dim = max_frames, latent_dim
@@ -172,7 +151,7 @@ class A2VSLP(nn.Module):
 
         # Non-autoregressive decoder: 6 layers, 8 heads, FFN 1024, gloss self-attention (§3.2).
         self.decoder_layers = nn.ModuleList([
-            DecoderLayer(d_model, dec_heads, ff, dropout, window, query, q, fusion)
+            DecoderLayer(d_model, dec_heads, ff, dropout, window, query, query_span, fusion)
             for _ in range(dec_layers)])
         self.decoder_norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, 2 * latent_dim)
@@ -181,11 +160,8 @@ class A2VSLP(nn.Module):
     def set_reference_pose(self, pose):
         """Store the stationary reference pose (178, 3) (any float dtype, tensor or array)."""
         pose = torch.as_tensor(pose, dtype=torch.float32)
-        if pose.numel() != NUM_JOINTS * 3:
-            raise ValueError(f"set_reference_pose: expected {NUM_JOINTS}x3 values, "
-                             f"got shape {tuple(pose.shape)}")
-        if not bool(torch.isfinite(pose).all()):
-            raise ValueError("set_reference_pose: the pose contains NaN or inf")
+        assert pose.numel() == NUM_JOINTS * 3, f"expected {NUM_JOINTS}x3 values, got shape {tuple(pose.shape)}"
+        assert bool(torch.isfinite(pose).all()), "the reference pose contains NaN or inf"
         self.reference_pose.copy_(pose.reshape(NUM_JOINTS, 3))
         self.reference_pose_set.fill_(True)
 
@@ -254,8 +230,9 @@ class A2VSLP(nn.Module):
         text_emb (B, L, text_dim), text_mask (B, L), frame_mask (B, T) →
         dict(mu=(B, T, 80), logvar=(B, T, 80), length_ratio=(B,)).
         """
-        self._check(text_emb, text_mask)
-        _check_mask("frame_mask", frame_mask, text_emb.shape[0])
+        assert text_emb.dim() == 3 and text_emb.shape[-1] == self.text_dim, f"text_emb must be (B, L, {self.text_dim})"
+        assert text_mask.dtype == frame_mask.dtype == torch.bool, "text_mask and frame_mask must be bool tensors"
+        assert bool(text_mask.any(1).all() and frame_mask.any(1).all()), "a mask row is empty (an empty sequence)"
         memory = self.encode_text(text_emb, text_mask)                                # (B, L, D)
         mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)               # (B, T, 80)
         return dict(mu=mu_hat, logvar=logvar_hat, length_ratio=self.length_ratio(memory, text_mask))
@@ -265,14 +242,14 @@ class A2VSLP(nn.Module):
         return torch.round(ratio * self.max_frames).long().clamp(1, self.max_frames)
 
     @torch.no_grad()
-    def generate(self, text_emb, text_mask, decode_fn, sample=True, generator=None, lengths=None):
+    def generate(self, text_emb, text_mask, decode_fn, sample=True, rng=None, lengths=None):
         """Poses for a batch of sentences: a list of (N_i, 178, 3) tensors.
 
         Lengths are predicted (or given), the decoder runs once for the whole batch, and
-        z = μ̂ + σ̂ ⊙ ε with ε ~ N(0, I) drawn from `generator` (z = μ̂ when sample=False) is
+        z = μ̂ + σ̂ ⊙ ε with ε ~ N(0, I) drawn from the torch.Generator `rng` (z = μ̂ when sample=False) is
         decoded by `decode_fn` (the VAE decoder: (..., 80) → (..., 178, 3)). Runs in eval mode.
         ε is one (B, max N_i, 80) draw, so a sample's noise depends on the batch it is in;
-        `generator` must live on the model's device.
+        `rng` must live on the model's device.
         """
         self._check(text_emb, text_mask)
         was_training = self.training
@@ -289,7 +266,7 @@ class A2VSLP(nn.Module):
             frame_mask = lengths_to_mask(lengths)                                     # (B, T)
             mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)           # (B, T, 80)
             if sample:
-                eps = torch.randn(mu_hat.shape, generator=generator, device=mu_hat.device,
+                eps = torch.randn(mu_hat.shape, generator=rng, device=mu_hat.device,
                                   dtype=mu_hat.dtype)                                 # (B, T, 80)
                 z = mu_hat + torch.exp(0.5 * logvar_hat) * eps  # reparameterisation (§3.1)
             else:
@@ -303,14 +280,6 @@ class A2VSLP(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Losses (§3.3)
 # ---------------------------------------------------------------------------------------------
-
-def _check_latents(frame_mask, *tensors):
-    _check_mask("frame_mask", frame_mask)
-    for t in tensors:
-        if t.shape[:2] != frame_mask.shape:
-            raise ValueError(f"latent tensor of shape {tuple(t.shape)} does not match frame_mask "
-                             f"{tuple(frame_mask.shape)}")
-
 
 def clamp_logvar(logvar, floor):
     """max(log σ², floor): log-variances below the floor all decode to the same pose (σ is tiny
@@ -329,12 +298,7 @@ def latent_l1_loss(mu_hat, logvar_hat, mu, logvar, frame_mask, weights, logvar_f
     the batch and over the latent dimensions of articulator a, so λ_a weighs articulators of
     different sizes (8, 28, 28, 16) on the same scale. Returns (loss, {a: unweighted term}).
     """
-    missing = [a for a in ARTICULATOR_ORDER if a not in weights]
-    unknown = [a for a in weights if a not in ARTICULATOR_ORDER]
-    if missing or unknown:
-        raise ValueError(f"latent_l1_loss: weights must name exactly {ARTICULATOR_ORDER}; "
-                         f"missing {missing}, unknown {unknown}")
-    _check_latents(frame_mask, mu_hat, logvar_hat, mu, logvar)
+    assert set(weights) == set(ARTICULATOR_ORDER), f"weights {sorted(weights)}: missing or unknown articulators"
     logvar_hat, logvar = clamp_logvar(logvar_hat, logvar_floor), clamp_logvar(logvar, logvar_floor)
     # Real frames only: (n, 80) each, split into {a: (n, size_a)}.
     parts = [split_articulators(t[frame_mask]) for t in (mu_hat, logvar_hat, mu, logvar)]
@@ -355,7 +319,6 @@ def gaussian_kl(mu_hat, logvar_hat, mu, logvar, frame_mask, logvar_floor=None):
     clamped at it first (not in the paper: the exact KL to the near-deterministic posteriors of a
     β = 1e-6 VAE, log σ² down to -50, is ~1e20).
     """
-    _check_latents(frame_mask, mu_hat, logvar_hat, mu, logvar)
     logvar_hat, logvar = clamp_logvar(logvar_hat, logvar_floor), clamp_logvar(logvar, logvar_floor)
     mh, lh, m, lv = (t[frame_mask] for t in (mu_hat, logvar_hat, mu, logvar))      # (n, 80)
     kl = 0.5 * (lv - lh + (lh.exp() + (mh - m) ** 2) * torch.exp(-lv) - 1.0)  # Eq. (4)  # (n, 80)
@@ -364,12 +327,8 @@ def gaussian_kl(mu_hat, logvar_hat, mu, logvar, frame_mask, logvar_floor=None):
 
 def length_loss(ratio_hat, frames, max_frames):
     """L1 between the predicted ratio (B,) and min(frames / max_frames, 1) (REFERENCE.md §3)."""
-    if max_frames < 1:
-        raise ValueError(f"length_loss: max_frames must be >= 1, got {max_frames}")
     frames = torch.as_tensor(frames, device=ratio_hat.device)
-    if frames.shape != ratio_hat.shape:
-        raise ValueError(f"length_loss: frames {tuple(frames.shape)} and ratio_hat "
-                         f"{tuple(ratio_hat.shape)} differ in shape")
+    assert frames.shape == ratio_hat.shape and max_frames >= 1, f"shapes {tuple(frames.shape)}, {tuple(ratio_hat.shape)}"
     target = (frames.to(ratio_hat.dtype) / max_frames).clamp(max=1.0)                 # (B,)
     return (ratio_hat - target).abs().mean()
 

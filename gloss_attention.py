@@ -240,22 +240,23 @@ class GlossAttention(nn.Module):
     """Multi-head self-attention over frames whose score pattern is the band |t - s| ≤ (N-1)/2.
 
     window: N ∈ {3, 5, 7, 9, 11} in Table 3 (odd). query: how the query of frame t is formed
-    (Table 4): "none" (frame t itself), "mean" (average of the q real frames centred on t) or
-    "attention" (a learned single-head attention pooling over those q frames). fusion: "local"
+    (Table 4): "none" (frame t itself), "mean" (average of the query_span real frames centred on t) or
+    "attention" (a learned single-head attention pooling over those query_span frames). fusion: "local"
     (gloss attention), "global" (ordinary self-attention over real frames, the Table 2 baseline)
     or "local+global". Defaults are the paper's best: N = 3, query "none", local only.
     Dropout acts on the output projection, never on the attention weights (SDPA on CPU would
     otherwise leave its fused kernel).
     """
 
-    def __init__(self, d_model, num_heads, window=3, query="none", q=3, fusion="local",
+    def __init__(self, d_model, num_heads, window=3, query="none", query_span=3, fusion="local",
                  dropout=0.0):
         super().__init__()
         assert num_heads > 0 and d_model % num_heads == 0, (d_model, num_heads)
-        assert window > 0 and window % 2 == 1 and q > 0 and q % 2 == 1, "window N and q must be odd"
+        assert window > 0 and window % 2 == 1 and query_span > 0 and query_span % 2 == 1, \
+            "window N and the query span q must be odd"
         assert query in QUERY_TYPES and fusion in FUSIONS and 0 <= dropout < 1, (query, fusion, dropout)
         self.d_model, self.num_heads, self.window = d_model, num_heads, window
-        self.query, self.q_span, self.fusion = query, q, fusion
+        self.query, self.query_span, self.fusion = query, query_span, fusion
         head_dim = d_model // num_heads
         self.q_proj = nn.Linear(d_model, d_model)
         self.kv_proj = nn.Linear(d_model, 2 * d_model)
@@ -271,17 +272,17 @@ class GlossAttention(nn.Module):
 
     def extra_repr(self):
         return (f"d_model={self.d_model}, num_heads={self.num_heads}, window={self.window}, "
-                f"query={self.query!r}, q={self.q_span}, fusion={self.fusion!r}")
+                f"query={self.query!r}, query_span={self.query_span}, fusion={self.fusion!r}")
 
     def query_input(self, x, mask):
         """The frames the queries are projected from, following self.query; (B, T, C)."""
         if self.query == "none":
             return x
         if self.query == "mean":
-            return mean_query(x, mask, self.q_span)
+            return mean_query(x, mask, self.query_span)
         a, b = self.pool_proj(x).chunk(2, dim=-1)                             # 2 × (B, T, Dh)
-        # Attention pooling over the q frames around t: softmax_s(a_t · b_s / √Dh) x_s.
-        pooled = banded_attention(a[:, None], b[:, None], x[:, None], self.q_span, mask)  # (B, 1, T, C)
+        # Attention pooling over the query_span (q) frames around t: softmax_s(a_t · b_s / √Dh) x_s.
+        pooled = banded_attention(a[:, None], b[:, None], x[:, None], self.query_span, mask)  # (B, 1, T, C)
         return pooled[:, 0]                                                   # (B, T, C)
 
     def forward(self, x, mask=None):

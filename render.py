@@ -20,7 +20,7 @@ COLORS = {"body": "#4d4d4d", "right_hand": "#d62728", "left_hand": "#1f77b4", "f
 
 
 def _plt():
-    try:
+    try:                        # matplotlib is optional (pictures only): imported where they are drawn
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -81,7 +81,7 @@ def save_strip(rows, path, frames=8, title=None):
 def save_gif(rows, path, fps=12.5, step=2):
     """rows: {label: (N, 178, 3)}, side by side, animated (every `step`-th frame) as GIF."""
     plt = _plt()
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.animation import FuncAnimation, PillowWriter      # optional, see _plt
     views = {k: frontal(v) for k, v in rows.items()}
     xl, yl = _limits(*views.values())
     n = max(len(v) for v in views.values())

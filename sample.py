@@ -17,22 +17,16 @@ import sys
 import torch
 
 import data
-from data import DataError, atomic_save, safe_load
+from data import DataError, atomic_save, load_checkpoint
+from generator import A2VSLP
+from vae import load_vae
 
 
 def load_generator(path, device="cpu"):
     """(A2VSLP, DisentangledVAE, checkpoint dict) rebuilt from a `--stage generator` checkpoint."""
-    from generator import A2VSLP
-    from vae import load_vae
-    ckpt = safe_load(path, what="checkpoint")
-    if not isinstance(ckpt, dict) or "stage" not in ckpt:
-        what = f"a {type(ckpt).__name__} of {len(ckpt)} entries" if hasattr(ckpt, "__len__") else type(ckpt).__name__
-        raise DataError(f"{path}: not a checkpoint of train.py ({what} without a 'stage'; a predictions file?), "
-                        "expected a generator checkpoint (stage 'generator')")
-    if ckpt["stage"] != "generator":
-        raise DataError(f"{path}: a {ckpt['stage']!r} checkpoint, expected a generator checkpoint (stage 'generator')")
+    ckpt = load_checkpoint(path, "generator")
     try:
-        model = A2VSLP(**ckpt["model_args"])
+        model = A2VSLP(**{"query_span" if k == "q" else k: v for k, v in ckpt["model_args"].items()})  # q: older
         model.load_state_dict(ckpt["model"])
         vae = load_vae(ckpt, map_location=device)
     except (KeyError, TypeError, RuntimeError) as e:
@@ -60,7 +54,7 @@ def generate_poses(model, vae, texts, bert, sample=True, seed=0, batch_size=32, 
     out = []
     for i in range(0, len(texts), batch_size):
         text_emb, text_mask = data.pad_stack([emb[t] for t in texts[i:i + batch_size]])   # (b, L, E), (b, L)
-        poses = model.generate(text_emb.to(device), text_mask.to(device), vae.decode, sample=sample, generator=gen)
+        poses = model.generate(text_emb.to(device), text_mask.to(device), vae.decode, sample=sample, rng=gen)
         out += [p.float().cpu() for p in poses]
     return out
 

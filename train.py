@@ -3,13 +3,13 @@
 Stages: `vae` (§4.3, Eq. 5-6), `generator` (§3.3/§4.4, Eq. 3-4, 7-8; --phase 1 then --phase 2),
 `backtranslation` (the sign-to-text model that scores generated poses, §4.2).
 
-One process (CPU or one GPU):
-    python train.py --stage vae --data-dir runs/demo/data --out-dir runs/demo/vae
-    python train.py --stage generator --phase 1 --vae runs/demo/vae/best.pt --data-dir D --out-dir R1
-    python train.py --stage generator --phase 2 --init R1/best.pt --vae runs/demo/vae/best.pt ...
-    python train.py --stage backtranslation --data-dir D --out-dir runs/demo/bt
+One process (CPU or one GPU); without other flags the stages chain through runs/ (each prints its defaults):
+    python train.py --stage vae                 # data: runs/data, the built-in corpus (written on first use)
+    python train.py --stage generator --phase 1 # --vae runs/vae/best.pt, out: runs/generator
+    python train.py --stage generator --phase 2 # --init runs/generator/best.pt, out: runs/generator-kl
+    python train.py --stage backtranslation     # out: runs/backtranslation; then python evaluate.py
 Several processes on one machine (nccl on CUDA, gloo on CPU):
-    torchrun --standalone --nproc_per_node=4 train.py --stage vae --data-dir D --out-dir R
+    torchrun --standalone --nproc_per_node=4 train.py --stage vae
 Several machines: plain torchrun flags on every node, e.g.
     torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train.py ...
 
@@ -19,22 +19,27 @@ so a torchrun restart after a crash resumes by itself; --resume never refuses to
 A resume must use the flags of the run it continues; only those in RESUMABLE may change.
 """
 import argparse
-import itertools
 import logging
 import logging.handlers
 import math
 import os
-import signal
 import sys
 import time
+import types
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
+import corpus
 import data
-from data import ARTICULATOR_ORDER, DataError, atomic_save, safe_load
+import evaluate
+import generator as G
+from backtranslation import SignToText, build_vocab
+from data import ARTICULATOR_ORDER, DataError, atomic_save, load_checkpoint
+from vae import (PAPER_REC_WEIGHTS, DisentangledVAE, cached_latents, hand_shape_error, load_vae, selection_error,
+                 vae_loss)
 
 log = logging.getLogger("a2vslp")
 
@@ -44,63 +49,68 @@ RESUMABLE = ("epochs", "patience", "resume", "num_workers", "skip_bad_samples", 
              "cache_dir", "out_dir")
 PATH_FLAGS = ("data_dir", "vae", "init")        # compared as absolute paths
 
+# Per-stage defaults of the flags left unset (vae: §4.3; patience None: no early stopping; the paper does not clip)
+STAGE_DEFAULTS = {"vae": dict(epochs=300, patience=None, adam_betas=(0.5, 0.9), grad_clip=0.0),
+                  "generator": dict(epochs=2000, patience=100, adam_betas=(0.9, 0.999), grad_clip=0.0),
+                  "backtranslation": dict(epochs=200, patience=30, adam_betas=(0.9, 0.999), grad_clip=1.0)}
+DATA_DIR = os.path.join("runs", "data")             # the built-in corpus, written there on first use
+PROGRESS = {"epoch": 0, "step": 0, "saved": None}   # where a Ctrl-C found the run (see __main__)
+
 
 def float_or_none(text):
     return None if text.lower() == "none" else float(text)
 
 
-def get_args(argv=None):
+def get_args(argv=None, announce=True):
+    """The flags; those left unset get their stage's defaults, printed when `announce`."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("common")
     g.add_argument("--stage", required=True, choices=["vae", "generator", "backtranslation"], help="what to train")
-    g.add_argument("--data-dir", required=True, help="folder with train.pt and dev.pt in the release format")
-    g.add_argument("--out-dir", required=True, help="checkpoints (last.pt, best.pt) and log.txt go here")
-    g.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default: vae 300 as in §4.3; generator 2000 and backtranslation 200, "
-                        "both ended earlier by early stopping)")
+    g.add_argument("--data-dir", help="folder with train.pt and dev.pt in the release format "
+                   f"(default: {DATA_DIR}, the built-in corpus, written there on first use)")
+    g.add_argument("--out-dir", help="checkpoints (last.pt, best.pt) and log.txt go here "
+                   "(default: runs/STAGE; generator phase 2: runs/generator-kl)")
+    g.add_argument("--epochs", type=int, help="epochs (default: vae 300 as in §4.3; generator 2000 and "
+                   "backtranslation 200, both ended earlier by early stopping)")
     g.add_argument("--batch-size", type=int, default=64, help="global batch size (split over ranks)")
     g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (2e-4 in §4.3 and §4.4)")
-    g.add_argument("--adam-betas", type=float, nargs=2, default=None,
+    g.add_argument("--adam-betas", type=float, nargs=2,
                    help="Adam betas (default: vae 0.5 0.9 as in §4.3; others 0.9 0.999, not given in the paper)")
     g.add_argument("--lr-decay", default="none", choices=["none", "cosine"],
                    help="none: the paper's schedules (vae: constant; generator: ReduceLROnPlateau); cosine: decay "
                         "to 0 over --epochs, stepped per epoch (for short runs with a fixed budget, e.g. the demo)")
     g.add_argument("--seed", type=int, default=0, help="random seed (each rank and epoch derives its own)")
     g.add_argument("--resume", nargs="?", const="always", default="auto", choices=["auto", "always", "never"],
-                   help="auto: continue from OUT_DIR/last.pt when it exists; --resume / always: require it; "
-                        "never: start fresh and refuse an out dir that holds a checkpoint. A resume with other "
-                        "flags than the checkpoint's is refused, except for "
-                        + ", ".join("--" + k.replace("_", "-") for k in RESUMABLE))
-    g.add_argument("--cache-dir", default=None,
-                   help="text-embedding and latent caches, keyed by content (default: OUT_DIR/cache)")
+                   help="auto: continue from OUT_DIR/last.pt when it exists; --resume / always: require it; never: "
+                   "start fresh and refuse an out dir that holds a checkpoint. A resume with other flags than the "
+                   "checkpoint's is refused, except for " + ", ".join("--" + k.replace("_", "-") for k in RESUMABLE))
+    g.add_argument("--cache-dir", help="text-embedding and latent caches, keyed by content (default: OUT_DIR/cache)")
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (a no-op with a notice on CPU)")
-    g.add_argument("--patience", type=int, default=None,
-                   help="early stopping: epochs without a better dev loss (default: off for vae, "
-                        "100 for generator, 30 for backtranslation)")
-    g.add_argument("--grad-clip", type=float, default=None,
-                   help="clip the gradient norm (default: 1.0 for backtranslation, off otherwise; "
-                        "the paper does not clip)")
+    g.add_argument("--patience", type=int, help="early stopping: epochs without a better dev loss (default: off "
+                   "for vae, 100 for generator, 30 for backtranslation)")
+    g.add_argument("--grad-clip", type=float, help="clip the gradient norm (default: 1.0 for backtranslation, off "
+                   "otherwise; the paper does not clip)")
     g.add_argument("--skip-bad-samples", action="store_true", help="skip malformed samples with a warning")
     g.add_argument("--skip-nonfinite", action="store_true",
                    help="skip a step whose loss is NaN/Inf (counted) instead of stopping the run")
     v = p.add_argument_group("vae (§3.1, §4.3)")
     v.add_argument("--vae-variant", default="base", choices=["base", "csl", "entangled"],
                    help="base: PHOENIX encoders; csl: the larger CSL-Daily encoders; entangled: Table 1 ablation")
-    v.add_argument("--beta", type=float, default=1e-3,
-                   help="KL weight β of Eq. 5 (the paper: 1e-6 PHOENIX, 1e-7 CSL-Daily, for a reconstruction loss whose "
-                        "normalisation it does not give; with this code's per-coordinate mean L1, 1e-6 leaves σ at "
-                        "e^-7, so log σ², Eq. 4 and sampling carry nothing; 1e-3 keeps σ informative, see README)")
+    v.add_argument("--beta", type=float, default=1e-3, help="KL weight β of Eq. 5 (the paper: 1e-6 PHOENIX, 1e-7 "
+                   "CSL-Daily, for a reconstruction loss whose normalisation it does not give; with this code's "
+                   "per-coordinate mean L1, 1e-6 leaves σ at e^-7, so log σ², Eq. 4 and sampling carry nothing; "
+                   "1e-3 keeps σ informative, see README)")
     v.add_argument("--w-rh", type=float, default=10.0, help="w_RH of Eq. 6 (§4.3: 10)")
     v.add_argument("--w-lh", type=float, default=14.0, help="w_LH of Eq. 6 (§4.3: 14)")
     v.add_argument("--w-face", type=float, default=2.0, help="w_F of Eq. 6 (§4.3: 2)")
     v.add_argument("--w-body", type=float, default=1.0, help="w_B of Eq. 6 (§4.3: 1)")
-    v.add_argument("--deterministic-latent", action="store_true",
-                   help="decode z = μ instead of a sample (debugging, exactness tests)")
+    v.add_argument("--deterministic-latent", action="store_true", help="decode z = μ instead of a sample (exactness tests)")
     gen = p.add_argument_group("generator (§3.2, §3.3, §4.4)")
-    gen.add_argument("--vae", default=None, help="trained VAE checkpoint (its frozen encoder gives the targets)")
+    gen.add_argument("--vae", help="trained VAE checkpoint, its frozen encoder gives the targets "
+                     "(default: runs/vae/best.pt)")
     gen.add_argument("--phase", type=int, default=1, choices=[1, 2], help="1: L1 on (μ, log σ²); 2: + KL (Eq. 4)")
-    gen.add_argument("--init", default=None, help="phase 2: the phase-1 checkpoint to start from")
+    gen.add_argument("--init", help="phase 2: the phase-1 checkpoint to start from (default: runs/generator/best.pt)")
     gen.add_argument("--bert", default=data.OFFLINE_BERT,
                      help=f"text encoder, hub name or path (paper: a German BERT such as {data.PAPER_BERT})")
     gen.add_argument("--d-model", type=int, default=512, help="model width (§3.2: 512)")
@@ -112,17 +122,16 @@ def get_args(argv=None):
     gen.add_argument("--dropout", type=float, default=0.1, help="dropout (not given in the paper)")
     gen.add_argument("--window", type=int, default=3, help="gloss attention window N (Table 3 best: 3)")
     gen.add_argument("--query", default="none", choices=["none", "mean", "attention"], help="query construction (Table 4)")
-    gen.add_argument("--q", type=int, default=3, help="query aggregation span q (Table 4)")
+    gen.add_argument("--query-span", "--q", type=int, default=3, help="query aggregation span q (Table 4)")
     gen.add_argument("--fusion", default="local", choices=["local", "global", "local+global"],
                      help="decoder self-attention: local gloss attention, global (Table 2 baseline) or both")
-    gen.add_argument("--max-frames", type=int, default=None,
-                     help="length normalisation (default: the longest training sequence)")
+    gen.add_argument("--max-frames", type=int, help="length normalisation (default: the longest training sequence)")
     gen.add_argument("--hand-weights", default="dynamic", choices=["dynamic", "fixed"],
                      help="dynamic: Eq. 7-8 boost (Table 5 best); fixed: --fixed-weights")
     gen.add_argument("--hand-base", type=float, nargs=2, default=(3.5, 2.5), help="(b_RH, b_LH) of Eq. 7 (Table 5: 3.5 2.5)")
     gen.add_argument("--s-max", type=float, default=4.0, help="s_max of Eq. 8 (Table 5: 4)")
-    gen.add_argument("--boost-alpha", type=float, default=None, help="α of Eq. 8 (default: HandWeightBoost's)")
-    gen.add_argument("--boost-decay", type=float, default=None, help="EMA decay of Eq. 8 (default: HandWeightBoost's)")
+    gen.add_argument("--boost-alpha", type=float, help="α of Eq. 8 (default: HandWeightBoost's)")
+    gen.add_argument("--boost-decay", type=float, help="EMA decay of Eq. 8 (default: HandWeightBoost's)")
     gen.add_argument("--fixed-weights", type=float, nargs=3, default=(14.0, 10.0, 2.0),
                      help="fixed λ for (RH, LH, face), body 1 (§4.4.2: 14 10 2)")
     gen.add_argument("--kl-weight", type=float, default=1e-3,
@@ -151,45 +160,33 @@ def get_args(argv=None):
     bt.add_argument("--bt-label-smoothing", type=float, default=0.1, help="label smoothing of the word loss")
     bt.add_argument("--subsample", type=int, default=2, help="frame step: 2 reads 25 fps data at 12.5 fps (§4.2 protocol)")
     args = p.parse_args(argv)
-    defaults = {"vae": (300, None, (0.5, 0.9)), "generator": (2000, 100, (0.9, 0.999)),
-                "backtranslation": (200, 30, (0.9, 0.999))}[args.stage]
-    args.epochs = defaults[0] if args.epochs is None else args.epochs
-    args.patience = defaults[1] if args.patience is None else args.patience
-    args.adam_betas = tuple(defaults[2] if args.adam_betas is None else args.adam_betas)
-    if args.grad_clip is None:
-        args.grad_clip = 1.0 if args.stage == "backtranslation" else 0.0
-    if args.stage == "generator" and args.vae is None:
-        p.error("--stage generator needs --vae PATH (a trained VAE checkpoint)")
-    if args.stage == "generator" and args.phase == 2 and args.init is None:
-        p.error("--phase 2 needs --init PATH (the phase-1 generator checkpoint)")
+    kl = args.stage == "generator" and args.phase == 2
+    chain = {"data_dir": DATA_DIR, "out_dir": os.path.join("runs", "generator-kl" if kl else args.stage),   # runs/
+             "vae": os.path.join("runs", "vae", "best.pt") if args.stage == "generator" else None,
+             "init": os.path.join("runs", "generator", "best.pt") if kl else None}
+    for k, default in {**STAGE_DEFAULTS[args.stage], **chain}.items():
+        if getattr(args, k) is None and default is not None:
+            setattr(args, k, default)
+            if announce and os.environ.get("RANK", "0") == "0":
+                print(f"--{k.replace('_', '-')} {default} (default)", flush=True)
+            if k in ("vae", "init") and not os.path.exists(default):
+                p.error(f"--{k} defaults to {default}, which does not exist: train that stage first or pass --{k} PATH")
+    args.adam_betas = tuple(args.adam_betas)
     if args.window < 1 or args.window % 2 == 0:
         p.error(f"--window must be an odd positive number, got {args.window}")
-    if args.q < 1:
-        p.error(f"--q must be >= 1, got {args.q}")
-    for name in ("epochs", "batch_size", "subsample", "max_frames"):
+    for name in ("epochs", "batch_size", "subsample", "max_frames", "query_span"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     args.cache_dir = args.cache_dir or os.path.join(args.out_dir, "cache")
     return args
 
 
-# ---------------------------------------------------------------------------------------------
-# Stages: each returns the model, the datasets, the loss and what its checkpoint must carry.
+# Stages: from the train and dev samples, each returns the model, the datasets, the loss and what its
+# checkpoint must carry.
 # loss(model, batch) -> (loss, {name: value}, count): `count` is what the loss averages over
 # (frames, tokens), so the loop can weight each rank and make a split batch equal a whole one.
-# ---------------------------------------------------------------------------------------------
 
-def load_train_dev(args):
-    """(train_path, dev_path, train samples, dev samples) of --data-dir, validated."""
-    train_path, dev_path = os.path.join(args.data_dir, "train.pt"), os.path.join(args.data_dir, "dev.pt")
-    train, dev = data.load_split(train_path, args.skip_bad_samples), data.load_split(dev_path, args.skip_bad_samples)
-    data.check_unique_names({train_path: train, dev_path: dev})
-    return train_path, dev_path, train, dev
-
-
-def vae_stage(args, device, distributed):
-    from vae import DisentangledVAE, hand_shape_error, selection_error, vae_loss
-    train_path, dev_path, train, dev = load_train_dev(args)
+def vae_stage(args, train, dev, device, distributed):
     model = DisentangledVAE(args.vae_variant)
     frames = torch.cat([s["poses_3d"] for s in train])                    # (ΣN, 178, 3)
     model.set_pose_stats(frames.mean(0), frames.std(0))
@@ -197,75 +194,51 @@ def vae_stage(args, device, distributed):
 
     def loss(m, batch):
         x, mask = batch["poses"], batch["frame_mask"]                      # (B, T, 178, 3), (B, T)
-        # dev decodes z = μ, the latent the generator is trained to predict
-        x_hat, mu, logvar = m(x, sample=m.training and not args.deterministic_latent)
+        x_hat, mu, logvar = m(x, sample=m.training and not args.deterministic_latent)   # dev: z = μ, as generated
         total, logs = vae_loss(x_hat, x, mu, logvar, mask, weights, args.beta)   # Eq. (5)
         if not m.training:
             logs.update(selection_error(x_hat, x, mask, weights)[1])
         return total, logs, mask.sum()
 
+    @torch.no_grad()
     def report(m):
         """Dev L1 per articulator and the wrist-relative hand-shape error: the VAE (z = μ) against
         predicting the mean training pose."""
-        m.eval()
-        with torch.no_grad():
-            x = torch.cat([s["poses_3d"] for s in dev]).to(device)        # (ΣN, 178, 3)
-            x_hat = m.reconstruct(x)
-            mean_pose = frames.mean(0).to(device).expand_as(x)
-            for a in ARTICULATOR_ORDER:
-                sl = data.ARTICULATORS[a]
-                err = (x_hat[:, sl] - x[:, sl]).abs().mean().item()
-                base = (mean_pose[:, sl] - x[:, sl]).abs().mean().item()
-                log.info("dev L1 %-10s VAE %.5f  mean pose %.5f  (%.1fx lower)", a, err, base, base / max(err, 1e-12))
-            ones = torch.ones(1, len(x), dtype=torch.bool, device=device)
-            shape, base = hand_shape_error(x_hat[None], x[None], ones), hand_shape_error(mean_pose[None], x[None], ones)
-            for a in shape:
-                log.info("dev hand shape %-10s VAE %.5f  mean pose %.5f  (%.1fx lower; finger joints relative "
-                         "to the wrist)", a, shape[a], base[a], base[a] / max(float(shape[a]), 1e-12))
+        x = torch.cat([s["poses_3d"] for s in dev]).to(device)            # (ΣN, 178, 3)
+        x_hat, mean_pose = m.eval().reconstruct(x), frames.mean(0).to(device).expand_as(x)
+        for a in ARTICULATOR_ORDER:
+            err, base = ((y - x)[:, data.ARTICULATORS[a]].abs().mean().item() for y in (x_hat, mean_pose))
+            log.info("dev L1 %-10s VAE %.5f  mean pose %.5f  (%.1fx lower)", a, err, base, base / max(err, 1e-12))
+        ones = torch.ones(1, len(x), dtype=torch.bool, device=device)
+        shape, base = hand_shape_error(x_hat[None], x[None], ones), hand_shape_error(mean_pose[None], x[None], ones)
+        for a in shape:
+            log.info("dev hand shape %-10s VAE %.5f  mean pose %.5f  (%.1fx lower; finger joints relative "
+                     "to the wrist)", a, shape[a], base[a], base[a] / max(float(shape[a]), 1e-12))
 
-    return {"model": model, "train": data.SignDataset(train), "dev": data.SignDataset(dev),
-            "loss": loss, "report": report, "extra": {}, "criterion": "select"}
+    return {"model": model, "train": data.SignDataset(train), "dev": data.SignDataset(dev), "loss": loss,
+            "report": report, "extra": {"model_args": {"variant": args.vae_variant}}, "criterion": "select"}
 
 
-def generator_stage(args, device, distributed):
-    import generator as G
-    from vae import PAPER_REC_WEIGHTS, cached_latents, load_vae, selection_error
-    train_path, dev_path, train, dev = load_train_dev(args)
-    vae_ckpt = safe_load(args.vae, what="VAE checkpoint")
-    stage = vae_ckpt.get("stage") if isinstance(vae_ckpt, dict) else type(vae_ckpt).__name__
-    if stage != "vae":
-        raise DataError(f"--vae {args.vae}: a {stage!r} checkpoint, expected stage 'vae'")
+def generator_stage(args, train, dev, device, distributed):
     try:
-        load_vae(vae_ckpt)
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise DataError(f"--vae {args.vae}: not a usable VAE checkpoint: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    # Text embeddings and latent targets are computed once, by rank 0, and cached on disk.
-    cache_dir = args.cache_dir
-    texts = [s["text"] for s in train + dev]
-    if not distributed or dist.get_rank() == 0:
-        data.text_embeddings(texts, args.bert, cache_dir)
-        cached_latents(args.vae, train, cache_dir)
-        cached_latents(args.vae, dev, cache_dir)
-    if distributed:
-        dist.barrier()
-    emb = data.text_embeddings(texts, args.bert, cache_dir)
-    lat = {**cached_latents(args.vae, train, cache_dir), **cached_latents(args.vae, dev, cache_dir)}
-    text_dim = next(iter(emb.values())).shape[-1]
+        vae = load_vae(load_checkpoint(args.vae, "vae"), map_location=device)
+    except (DataError, KeyError, TypeError, RuntimeError) as e:
+        raise DataError(f"--vae {e}" if isinstance(e, DataError) else f"--vae {args.vae}: not a usable VAE "
+                        f"checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    # Text embeddings and latent targets: computed once, by rank 0, and cached on disk.
+    emb = rank0_first(distributed, data.text_embeddings, [s["text"] for s in train + dev], args.bert, args.cache_dir)
+    lat = {**rank0_first(distributed, cached_latents, args.vae, train, args.cache_dir),
+           **rank0_first(distributed, cached_latents, args.vae, dev, args.cache_dir)}
     max_frames = args.max_frames or max(len(s["poses_3d"]) for s in train)
-    model_args = dict(text_dim=text_dim, d_model=args.d_model, enc_layers=args.enc_layers,
-                      enc_heads=args.enc_heads, dec_layers=args.dec_layers, dec_heads=args.dec_heads,
-                      ff=args.ff, dropout=args.dropout, max_frames=max_frames, window=args.window,
-                      query=args.query, q=args.q, fusion=args.fusion, time_queries=args.time_queries)
+    model_args = dict(text_dim=next(iter(emb.values())).shape[-1], max_frames=max_frames, query_span=args.query_span,
+                      **{k: getattr(args, k) for k in ("d_model", "enc_layers", "enc_heads", "dec_layers", "dec_heads",
+                                                       "ff", "dropout", "window", "query", "fusion", "time_queries")})
     model = G.A2VSLP(**model_args)
     # §3.2: the stationary reference pose (hands resting down). Estimated as the per-coordinate
     # median of the first frame of every training sequence (signing starts from rest).
     model.set_reference_pose(torch.stack([s["poses_3d"][0] for s in train]).median(0).values)
     if args.phase == 2:
-        init = safe_load(args.init, what="generator checkpoint")
-        if not isinstance(init, dict) or init.get("stage") != "generator":
-            raise DataError(f"--init {args.init}: a {init.get('stage') if isinstance(init, dict) else type(init).__name__!r} "
-                            "checkpoint, expected stage 'generator'")
+        init = load_checkpoint(args.init, "generator")
         if init["model_args"] != model_args:
             diff = {k: (init["model_args"].get(k), v) for k, v in model_args.items() if init["model_args"].get(k) != v}
             raise DataError(f"--init {args.init}: incompatible configuration (checkpoint vs flags): {diff}")
@@ -276,10 +249,8 @@ def generator_stage(args, device, distributed):
         boost = G.HandWeightBoost(base=tuple(args.hand_base), s_max=args.s_max, **kw)
         if args.phase == 2 and init.get("stage_state") is not None:
             boost.load_state_dict(init["stage_state"])      # phase 2 continues phase 1's s(t) and EMAs
-    vae = load_vae(vae_ckpt, map_location=device)
     floor = args.logvar_floor
-    fixed = {"right_hand": args.fixed_weights[0], "left_hand": args.fixed_weights[1],
-             "face": args.fixed_weights[2], "body": 1.0}
+    fixed = dict(zip(("right_hand", "left_hand", "face"), args.fixed_weights), body=1.0)
 
     def loss(m, batch):
         mask = batch["frame_mask"]                                         # (B, T)
@@ -295,37 +266,27 @@ def generator_stage(args, device, distributed):
             kl = G.gaussian_kl(out["mu"], out["logvar"], mu, logvar, mask, floor)          # Eq. (4)
             total = total + args.kl_weight * kl
             logs["kl"] = kl
-        if not m.training:   # dev: the decoded means against the true poses, fixed weights
-            with torch.no_grad():
-                logs.update(selection_error(vae.decode(out["mu"]), batch["poses"], mask, PAPER_REC_WEIGHTS)[1])
+        if not m.training:   # dev (under no_grad): the decoded means against the true poses, fixed weights
+            logs.update(selection_error(vae.decode(out["mu"]), batch["poses"], mask, PAPER_REC_WEIGHTS)[1])
         if boost is not None and m.training:
-            hand = torch.stack([terms["right_hand"], terms["left_hand"]]).detach().mean()
-            other = torch.stack([terms["body"], terms["face"]]).detach().mean()
-            if distributed:                      # every rank must hold the same boost s(t)
-                both = torch.stack([hand, other])
-                dist.all_reduce(both)
-                hand, other = both / dist.get_world_size()
+            pair = torch.stack([terms["right_hand"] + terms["left_hand"], terms["body"] + terms["face"]]).detach() / 2
+            hand, other = all_reduce_sum(pair, distributed) / (dist.get_world_size() if distributed else 1)  # same s(t)
             logs["s"] = torch.tensor(float(boost.step(float(hand), float(other))))     # Eq. (8)
         return total, logs, mask.sum()
 
-    extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_variant": vae.variant,
+    extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_model_args": {"variant": vae.variant},
              "bert": args.bert, "max_tokens": data.MAX_TOKENS, "phase": args.phase}
-    return {"model": model, "loss": loss, "report": None, "extra": extra, "criterion": "select",
-            "train": data.SignDataset(train, emb, lat), "dev": data.SignDataset(dev, emb, lat),
-            "state": boost}
+    return {"model": model, "loss": loss, "extra": extra, "criterion": "select", "state": boost,
+            "train": data.SignDataset(train, emb, lat), "dev": data.SignDataset(dev, emb, lat)}
 
 
-def backtranslation_stage(args, device, distributed):
-    from backtranslation import SignToText, build_vocab
-    train_path, dev_path, train, dev = load_train_dev(args)
+def backtranslation_stage(args, train, dev, device, distributed):
     model = SignToText(build_vocab([s["text"] for s in train]), d_model=args.bt_d_model,
                        num_heads=args.bt_heads, num_layers=args.bt_layers, ff=args.bt_ff, dropout=args.bt_dropout,
                        label_smoothing=args.bt_label_smoothing)
     step = args.subsample
 
-    class LossForward(torch.nn.Module):
-        """Makes SignToText.loss the forward pass, so that DDP sees it (gradient sync hooks)."""
-
+    class LossForward(torch.nn.Module):      # SignToText.loss as the forward pass, so that DDP sees it
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
@@ -336,32 +297,23 @@ def backtranslation_stage(args, device, distributed):
     def loss(m, batch):
         poses, mask = batch["poses"][:, ::step], batch["frame_mask"][:, ::step]   # 12.5 fps (§4.2)
         total, stats = m(poses, mask, batch["texts"])
-        count = stats.pop("tokens", None)
-        count = torch.tensor(len(batch["texts"])) if count is None else torch.as_tensor(count)
-        return total, stats, count
+        return total, stats, torch.as_tensor(stats.pop("tokens"))
 
     def report(m):
-        import evaluate
-        m.eval()
-        hyps, refs = [], []
-        for i in range(0, len(dev), 32):
-            b = data.collate([{"name": s["name"], "text": s["text"], "poses": s["poses_3d"]} for s in dev[i:i + 32]])
-            hyps += m.translate(b["poses"][:, ::step].to(device), b["frame_mask"][:, ::step].to(device), beam_size=1)
-            refs += b["texts"]
+        hyps = evaluate.back_translate(m.eval(), [s["poses_3d"][::step] for s in dev], beam_size=1, device=device)
+        refs = [s["text"] for s in dev]
         log.info("dev back-translation of ground truth (greedy): BLEU-4 %.2f  chrF %.2f",
                  evaluate.bleu(hyps, refs, 4), evaluate.chrf(hyps, refs))
 
     return {"model": model, "forward_module": LossForward(model), "loss": loss, "report": report,
             "train": data.SignDataset(train), "dev": data.SignDataset(dev),
-            "extra": {"config": model.config(), "subsample": step}}
+            "extra": {"model_args": model.config(), "subsample": step}}
 
 
 STAGES = {"vae": vae_stage, "generator": generator_stage, "backtranslation": backtranslation_stage}
 
 
-# ---------------------------------------------------------------------------------------------
 # The training loop
-# ---------------------------------------------------------------------------------------------
 
 def setup_distributed():
     """(rank, world_size, device); without RANK in the environment: one plain process."""
@@ -377,11 +329,10 @@ def setup_distributed():
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     dist.init_process_group(backend, store=dist.PrefixStore(f"a2vslp/attempt{attempt}", store),
                             rank=rank, world_size=world)
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return rank, world, device
 
 
 LOG_FORMAT = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
@@ -392,35 +343,38 @@ def setup_logging(master):
     starts once the run is accepted (a refused run leaves log.txt as it was)."""
     log.handlers.clear()
     log.setLevel(logging.INFO if master else logging.WARNING)
-    handlers = [logging.StreamHandler(sys.stdout)]
-    if master:
-        handlers.append(logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1))
-    for h in handlers:
+    log.propagate = False
+    held = [logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)] if master else []
+    for h in [logging.StreamHandler(sys.stdout), *held]:
         h.setFormatter(LOG_FORMAT)
         log.addHandler(h)
-    log.propagate = False
 
 
 def open_log_file(out_dir):
     """Append the held-back records, and all later ones, to OUT_DIR/log.txt."""
     file = logging.FileHandler(os.path.join(out_dir, "log.txt"))
     file.setFormatter(LOG_FORMAT)
-    for h in [h for h in log.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
-        h.setTarget(file)
-        h.flush()
-        log.removeHandler(h)
+    held = next(h for h in log.handlers if isinstance(h, logging.handlers.MemoryHandler))
+    held.setTarget(file)
+    held.flush()
+    log.removeHandler(held)
     log.addHandler(file)
 
 
 def dev_shard(n, rank, world):
-    """Indices of this rank's dev samples: every sample on exactly one rank, shard sizes differing
-    by at most one. Ranks may then run different numbers of dev batches: the dev pass has no
-    per-batch collective, only the one all-reduce at its end (see run_epoch)."""
+    """Indices of this rank's dev samples: every sample on exactly one rank, shard sizes differing by at most
+    one. Ranks may then run different numbers of dev batches: run_epoch's dev pass has one collective, at its end."""
     return list(range(rank, n, world))
 
 
-def to_device(batch, device):
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def rank0_first(distributed, fn, *args):
+    """fn(*args) on rank 0, then on the other ranks: what rank 0 writes (caches, the corpus), they read."""
+    if distributed and dist.get_rank() != 0:
+        dist.barrier()
+    out = fn(*args)
+    if distributed and dist.get_rank() == 0:
+        dist.barrier()
+    return out
 
 
 def all_reduce_sum(t, distributed):
@@ -429,17 +383,16 @@ def all_reduce_sum(t, distributed):
     return t
 
 
-def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx, epoch, step):
-    """One pass over `loader`; trains when optimizer is given. Returns (mean logs, frames, step, skips)."""
-    sums, count_total, frames, skips = {}, torch.zeros((), dtype=torch.float64, device=device), 0, 0
+def run_epoch(model, loader, loss_fn, run, epoch, step, optimizer=None):
+    """One pass over `loader`; trains when optimizer is given. `run` holds args, device, distributed
+    and ctx (the autocast context). Returns (mean logs, frames, step, skips)."""
+    args, device, distributed, ctx = run.args, run.device, run.distributed, run.ctx
+    sums, count_total, frames, skips, nonfinite = {}, torch.zeros((), dtype=torch.float64, device=device), 0, 0, []
     world = dist.get_world_size() if distributed else 1
-    nonfinite = []
     for batch in loader:
-        batch = to_device(batch, device)
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with ctx:
             loss, logs, count = loss_fn(model, batch)
-        if optimizer is not None and os.environ.get("A2VSLP_NAN_AT_STEP") == str(next(_ATTEMPTS)):
-            loss = loss * float("nan")                   # fault injection (tests); see fault_injection
         count = count.to(device=device, dtype=torch.float64)
         # Weight this rank's mean by its share of the global count: a batch split over ranks then
         # gives exactly the gradient of the whole batch in one process (DDP averages over ranks).
@@ -455,13 +408,12 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
             if optimizer is None:     # raised below, on every rank at once
                 nonfinite.append(f"{where}, dev loss {loss.item()}")
                 continue
-            if optimizer is not None and args.skip_nonfinite:
-                skips += 1
-                log.warning("non-finite loss skipped (%s); %d skipped so far", where, skips)
-                optimizer.zero_grad(set_to_none=True)
-                continue
-            raise FloatingPointError(f"non-finite loss ({loss.item()}) at {where}; the last good "
-                                     "checkpoint is kept (use --skip-nonfinite to skip such steps)")
+            if not args.skip_nonfinite:
+                raise FloatingPointError(f"non-finite loss ({loss.item()}) at {where}; the last good "
+                                         "checkpoint is kept (use --skip-nonfinite to skip such steps)")
+            skips += 1
+            log.warning("non-finite loss skipped (%s); %d skipped so far", where, skips)
+            continue
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
             (loss * scale).backward()
@@ -470,7 +422,6 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
             optimizer.step()
             step += 1
             PROGRESS["step"] = step
-            fault_injection(step)
         for k, v in {"loss": loss, **logs}.items():
             sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64, device=device).detach() * count
         count_total += count
@@ -480,10 +431,9 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
         every = [None] * world
         dist.all_gather_object(every, keys)
         keys = sorted(set().union(*every))
-    zero = torch.zeros((), dtype=torch.float64, device=device)
     extra = torch.tensor([float(frames), float(len(nonfinite))], dtype=torch.float64, device=device)
-    packed = torch.cat([torch.stack([sums.get(k, zero) for k in keys] + [count_total]), extra])  # one all-reduce
-    packed = all_reduce_sum(packed, distributed)
+    packed = all_reduce_sum(torch.cat([torch.stack([sums.get(k, count_total.new_zeros(())) for k in keys] + [count_total]), extra]),
+                            distributed)                                    # one all-reduce
     if packed[-1].item() > 0:
         raise FloatingPointError(f"non-finite loss at {nonfinite[0] if nonfinite else 'a dev batch of another rank'}; "
                                  "the last good checkpoint is kept")
@@ -491,32 +441,14 @@ def run_epoch(model, loader, loss_fn, optimizer, device, args, distributed, ctx,
     return means, int(packed[-2].item()), step, skips
 
 
-_ATTEMPTS = itertools.count(1)     # training batches seen by this process (for A2VSLP_NAN_AT_STEP)
-PROGRESS = {"epoch": 0, "step": 0, "saved": None}   # where a Ctrl-C found the run (see __main__)
-
-
-def fault_injection(step):
-    """Faults on purpose, for the reliability tests; both variables are unset in normal runs.
-
-    A2VSLP_KILL_AT_STEP=k: SIGKILL rank A2VSLP_KILL_RANK (default 0) right after optimizer step k,
-    on the first attempt only (torchrun counts restarts in TORCHELASTIC_RESTART_COUNT).
-    A2VSLP_NAN_AT_STEP=k: the loss of the k-th training batch of this process becomes NaN.
-    """
-    at = os.environ.get("A2VSLP_KILL_AT_STEP")
-    if at and step == int(at) and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" \
-            and os.environ.get("RANK", "0") == os.environ.get("A2VSLP_KILL_RANK", "0"):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def changed_flags(args, saved):
     """Flags of this call that differ from the checkpoint's `args`, outside RESUMABLE, as
     "--flag: OLD in the checkpoint, NEW now"; a flag the checkpoint predates counts as its default."""
-    defaults = vars(get_args(["--stage", args.stage, "--data-dir", ".", "--out-dir", ".", "--vae", ".", "--init", "."]))
+    defaults = vars(get_args(["--stage", args.stage, "--data-dir", ".", "--out-dir", ".", "--vae", ".", "--init", "."],
+                             announce=False))
 
     def norm(k, v):
-        if k in PATH_FLAGS and isinstance(v, str):
-            return os.path.abspath(v)
-        return tuple(v) if isinstance(v, list) else v
+        return os.path.abspath(v) if k in PATH_FLAGS and isinstance(v, str) else tuple(v) if isinstance(v, list) else v
 
     return [f"--{k.replace('_', '-')}: {saved.get(k, defaults.get(k))} in the checkpoint, {v} now"
             for k, v in vars(args).items()
@@ -536,29 +468,11 @@ def check_out_dir(args, last_path, best_path):
             raise DataError(f"{best_path} exists but {last_path} does not: nothing to resume, and a fresh run "
                             "would overwrite best.pt; choose another --out-dir (nothing was changed)")
         return None
-    ckpt = safe_load(last_path, what="checkpoint")
-    if not isinstance(ckpt, dict) or ckpt.get("stage") != args.stage:
-        raise DataError(f"{last_path}: a {ckpt.get('stage') if isinstance(ckpt, dict) else '?'!r} checkpoint, "
-                        f"cannot resume --stage {args.stage}")
-    saved = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
-    diff = changed_flags(args, saved)
+    ckpt = load_checkpoint(last_path, args.stage)
+    diff = changed_flags(args, ckpt["args"] if isinstance(ckpt.get("args"), dict) else {})
     if diff:
         raise DataError(f"{last_path}: incompatible with these flags, a resume keeps the run's settings "
                         f"(use another --out-dir for a new run): {'; '.join(diff)}")
-    return ckpt
-
-
-def load_resume(args, ckpt, path, model, optimizer, scheduler, state):
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise DataError(f"{path}: incompatible with the model built from these flags: "
-                        f"{str(e).splitlines()[0]}") from None
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None and ckpt.get("scheduler") is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
-    if state is not None and ckpt.get("stage_state") is not None:
-        state.load_state_dict(ckpt["stage_state"])
     return ckpt
 
 
@@ -570,13 +484,19 @@ def main(argv=None):
     if args.batch_size % world:
         raise DataError(f"--batch-size {args.batch_size} must be divisible by the world size {world}")
     last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
-    resume_ckpt = check_out_dir(args, last_path, best_path)
+    ckpt = check_out_dir(args, last_path, best_path)          # None: a fresh run
+    if args.data_dir == DATA_DIR:
+        rank0_first(distributed, corpus.write_default_corpus, DATA_DIR)
     if args.amp and device.type != "cuda":
         log.info("--amp: bf16 autocast is for CUDA; running in float32 on %s", device.type)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if args.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    run = types.SimpleNamespace(args=args, device=device, distributed=distributed, ctx=ctx)
 
     torch.manual_seed(args.seed)                       # same initial weights on every rank
-    stage = STAGES[args.stage](args, device, distributed)
+    paths = [os.path.join(args.data_dir, f"{split}.pt") for split in ("train", "dev")]
+    train, dev = (data.load_split(path, args.skip_bad_samples) for path in paths)
+    data.check_unique_names(dict(zip(paths, (train, dev))))
+    stage = STAGES[args.stage](args, train, dev, device, distributed)
     model = stage["model"].to(device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("stage %s | world %d on %s | %d trainable parameters | %d train / %d dev samples",
@@ -591,8 +511,15 @@ def main(argv=None):
             optimizer, factor=args.plateau_factor, patience=args.plateau_patience)
 
     start_epoch, step, best, bad_epochs = 0, 0, math.inf, 0
-    if resume_ckpt is not None:
-        ckpt = load_resume(args, resume_ckpt, last_path, model, optimizer, scheduler, stage.get("state"))
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise DataError(f"{last_path}: incompatible with the model built from these flags: "
+                            f"{str(e).splitlines()[0]}") from None
+        for part, key in ((optimizer, "optimizer"), (scheduler, "scheduler"), (stage.get("state"), "stage_state")):
+            if part is not None and ckpt.get(key) is not None:
+                part.load_state_dict(ckpt[key])
         start_epoch, step, best, bad_epochs = ckpt["epoch"], ckpt["step"], ckpt["best_val"], ckpt["bad_epochs"]
         log.info("resumed from %s at epoch %d, step %d", last_path, start_epoch, step)
         PROGRESS.update(step=step, saved=start_epoch)
@@ -603,12 +530,9 @@ def main(argv=None):
     net = stage.get("forward_module", model)           # what the loss calls; shares model's weights
     ddp = DDP(net, device_ids=[device.index] if device.type == "cuda" else None) if distributed else net
     sampler = DistributedSampler(stage["train"], num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-    per_rank = args.batch_size // world
-    loader = DataLoader(stage["train"], batch_size=per_rank, sampler=sampler, collate_fn=data.collate,
-                        num_workers=args.num_workers)
-    dev_idx = dev_shard(len(stage["dev"]), rank, world)      # each dev sample on exactly one rank
-    dev_loader = DataLoader(torch.utils.data.Subset(stage["dev"], dev_idx), batch_size=per_rank,
-                            collate_fn=data.collate, num_workers=args.num_workers)
+    kw = dict(batch_size=args.batch_size // world, collate_fn=data.collate, num_workers=args.num_workers)
+    loader = DataLoader(stage["train"], sampler=sampler, **kw)
+    dev_loader = DataLoader(torch.utils.data.Subset(stage["dev"], dev_shard(len(stage["dev"]), rank, world)), **kw)
 
     t_start = time.time()
     for epoch in range(start_epoch, args.epochs):
@@ -617,13 +541,11 @@ def main(argv=None):
         torch.manual_seed(args.seed + 1_000_003 * (epoch + 1) + rank)   # resumable noise streams
         ddp.train()
         t0 = time.time()
-        train_logs, frames, step, skips = run_epoch(ddp, loader, stage["loss"], optimizer, device, args,
-                                                    distributed, ctx, epoch, step)
+        train_logs, frames, step, skips = run_epoch(ddp, loader, stage["loss"], run, epoch, step, optimizer)
         dt = time.time() - t0
         ddp.eval()
         with torch.no_grad():
-            dev_logs, _, _, _ = run_epoch(net, dev_loader, stage["loss"], None, device, args,
-                                          distributed, ctx, epoch, step)
+            dev_logs, _, _, _ = run_epoch(net, dev_loader, stage["loss"], run, epoch, step)
         val = dev_logs[stage.get("criterion", "loss")]     # a dev criterion whose meaning is fixed
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val)
@@ -642,10 +564,9 @@ def main(argv=None):
                                      f"not saved, the last good checkpoint in {args.out_dir} is kept")
         if master:
             ckpt = {"stage": args.stage, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "args": vars(args), "epoch": epoch + 1, "step": step, "best_val": best,
-                    "val": val, "bad_epochs": bad_epochs, "world_size": world,
-                    "rng": {"torch": torch.get_rng_state()},
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None, "args": vars(args),
+                    "epoch": epoch + 1, "step": step, "best_val": best, "val": val, "bad_epochs": bad_epochs,
+                    "world_size": world, "rng": {"torch": torch.get_rng_state()},
                     "stage_state": stage["state"].state_dict() if stage.get("state") is not None else None,
                     **stage["extra"]}
             if improved:
@@ -658,8 +579,7 @@ def main(argv=None):
             log.info("early stopping: no better dev %s for %d epochs", stage.get("criterion", "loss"), bad_epochs)
             break
     if master and stage.get("report") is not None and os.path.exists(best_path):
-        best_ckpt = safe_load(best_path, what="checkpoint")
-        model.load_state_dict(best_ckpt["model"])
+        model.load_state_dict(load_checkpoint(best_path, args.stage)["model"])
         stage["report"](model)
     if distributed:
         dist.barrier()

@@ -16,7 +16,7 @@ import os
 import torch
 import torch.nn as nn
 
-from data import ARTICULATOR_ORDER, ARTICULATORS, NUM_JOINTS, atomic_save, safe_load, DataError
+from data import ARTICULATOR_ORDER, ARTICULATORS, NUM_JOINTS, DataError, atomic_save, load_checkpoint, safe_load
 
 LATENT_SIZES = {"body": 8, "right_hand": 28, "left_hand": 28, "face": 16}   # §3.1, 80 in all
 LATENT_DIM = sum(LATENT_SIZES.values())
@@ -32,13 +32,11 @@ HIDDEN_SIZES = {
 PAPER_REC_WEIGHTS = {"body": 1.0, "right_hand": 10.0, "left_hand": 14.0, "face": 2.0}
 
 
-def latent_slices():
-    """{articulator: slice into the 80-d latent}, ordered body, right hand, left hand, face."""
-    out, start = {}, 0
-    for a in ARTICULATOR_ORDER:
-        out[a] = slice(start, start + LATENT_SIZES[a])
-        start += LATENT_SIZES[a]
-    return out
+def split_articulators(x):
+    """Split the last axis (80) into {articulator: (..., size)} views, ordered body, right hand, left
+    hand, face, following LATENT_SIZES."""
+    assert x.shape[-1] == LATENT_DIM, f"last dimension is {x.shape[-1]}, expected {LATENT_DIM}"
+    return dict(zip(ARTICULATOR_ORDER, torch.split(x, [LATENT_SIZES[a] for a in ARTICULATOR_ORDER], dim=-1)))
 
 
 class ResidualMLP(nn.Module):
@@ -214,17 +212,14 @@ def vae_loss(x_hat, x, mu, logvar, mask, weights, beta):
 # ---------------------------------------------------------------------------------------------
 
 def load_vae(path, map_location="cpu"):
-    """Rebuild a DisentangledVAE from a train.py checkpoint (stage "vae") or a generator checkpoint."""
-    ckpt = safe_load(path, what="checkpoint") if isinstance(path, (str, os.PathLike)) else path
-    if not isinstance(ckpt, dict) or "stage" not in ckpt:
-        raise DataError(f"{path}: not a checkpoint of this project")
-    if ckpt["stage"] == "vae":
-        variant, state = ckpt["args"]["vae_variant"], ckpt["model"]
-    elif ckpt["stage"] == "generator":
-        variant, state = ckpt["vae_variant"], ckpt["vae"]
-    else:
-        raise DataError(f"{path}: a {ckpt['stage']!r} checkpoint, expected a VAE (stage 'vae')")
-    vae = DisentangledVAE(variant)
+    """Rebuild a DisentangledVAE from a `--stage vae` checkpoint (a path or its dict), or from the
+    copy a generator checkpoint carries."""
+    ckpt = load_checkpoint(path, "vae", "generator") if isinstance(path, (str, os.PathLike)) else path
+    if ckpt["stage"] == "generator":
+        model_args, state = ckpt.get("vae_model_args") or {"variant": ckpt["vae_variant"]}, ckpt["vae"]
+    else:                          # checkpoints before model_args held the variant in args only
+        model_args, state = ckpt.get("model_args") or {"variant": ckpt["args"]["vae_variant"]}, ckpt["model"]
+    vae = DisentangledVAE(**model_args)
     vae.load_state_dict(state)
     return vae.eval().to(map_location)
 

@@ -76,6 +76,14 @@ def write_corpus(out_dir, seed=0, num_train=DEFAULT_SIZES["train"], num_dev=DEFA
     return {split: len(sentences) for split, sentences in splits.items()}
 
 
+def write_default_corpus(out_dir):
+    """The built-in corpus at its default size, written to out_dir on first use (the default
+    --data-dir of train.py and evaluate.py); a folder holding its three splits is left as it is."""
+    if not all(os.path.exists(os.path.join(out_dir, f"{split}.pt")) for split in DEFAULT_SIZES):
+        print(f"writing the built-in corpus to {out_dir} (first use) ...", flush=True)
+        write_corpus(out_dir)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m corpus", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

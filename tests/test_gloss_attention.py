@@ -217,7 +217,7 @@ def make_module(seed=0, **kwargs):
 @pytest.mark.parametrize("query,fusion", VARIANTS)
 @pytest.mark.parametrize("length", [12, 100, 400])  # 400: the blocked form
 def test_padding_does_not_reach_real_frames(query, fusion, length):
-    module = make_module(window=5, query=query, q=3, fusion=fusion)
+    module = make_module(window=5, query=query, query_span=3, fusion=fusion)
     g = torch.Generator().manual_seed(1)
     lengths = [length, length - 7]
     real = [torch.randn(n, 16, generator=g, dtype=torch.float64) for n in lengths]
@@ -245,7 +245,7 @@ def test_padding_does_not_reach_real_frames(query, fusion, length):
 @pytest.mark.parametrize("window", [3, 5, 7, 9, 11])
 def test_every_variant_runs_and_is_finite(query, fusion, window):
     torch.manual_seed(0)
-    module = GlossAttention(32, 4, window=window, query=query, q=5, fusion=fusion, dropout=0.1)
+    module = GlossAttention(32, 4, window=window, query=query, query_span=5, fusion=fusion, dropout=0.1)
     x = torch.randn(3, 17, 32, requires_grad=True)
     mask = torch.arange(17)[None, :] < torch.tensor([[17], [9], [1]])
     out = module(x, mask)
@@ -337,7 +337,7 @@ def test_mean_query_is_padding_aware_average():
 @pytest.mark.parametrize("window", [3, 5])
 @pytest.mark.parametrize("length,frame", [(20, 0), (20, 10), (20, 19), (100, 57)])
 def test_window_locality(query, span, window, length, frame):
-    module = make_module(window=window, query=query, q=span)
+    module = make_module(window=window, query=query, query_span=span)
     radius = max((window - 1) // 2, (span - 1) // 2 if query != "none" else 0)
     x = torch.randn(1, length, 16, dtype=torch.float64)
     y = x.clone()
@@ -349,7 +349,7 @@ def test_window_locality(query, span, window, length, frame):
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(window=4), dict(window=0), dict(query="max"), dict(fusion="sum"), dict(q=2),
+    dict(window=4), dict(window=0), dict(query="max"), dict(fusion="sum"), dict(query_span=2),
     dict(dropout=1.0), dict(d_model=15), dict(num_heads=0),
 ])
 def test_module_bad_arguments_fail_an_assert(kwargs):

@@ -144,7 +144,7 @@ def test_evaluate_scores_a_hand_written_submission(pipeline, tmp_path):
     # independent check of the GT row: translate with the model directly, score with sacrebleu
     import sacrebleu
     ckpt = load(root / "bt" / "best.pt")
-    model = SignToText.from_config(ckpt["config"])
+    model = SignToText.from_config(ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
     model.eval()
     poses, mask = pad_stack([s["poses_3d"][::2] for s in samples])
@@ -165,3 +165,38 @@ def test_evaluate_refuses_an_incomplete_submission(pipeline, tmp_path):
                 "--backtranslator", str(root / "bt" / "best.pt"), "--out", str(tmp_path / "r.json")])
     assert proc.returncode == 1 and "partial.pt" in proc.stderr and "no prediction" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_evaluate_without_flags_scores_the_runs_of_the_flag_free_stages(pipeline, tmp_path, monkeypatch, capsys):
+    """In a folder holding runs/data, runs/generator, runs/generator-kl and runs/backtranslation (where
+    train.py's flag-free commands put them), `python evaluate.py` needs no flag and gives the rows
+    that naming every path gives."""
+    import evaluate
+    root, d = pipeline
+    (tmp_path / "runs").mkdir()
+    for name, target in (("data", d), ("generator", root / "gen1"), ("generator-kl", root / "gen2"),
+                         ("backtranslation", root / "bt")):
+        os.symlink(target, tmp_path / "runs" / name)
+    monkeypatch.chdir(tmp_path)
+    evaluate.main([])
+    printed = capsys.readouterr().out
+    for line in ("--generator runs/generator/best.pt runs/generator-kl/best.pt (default)",
+                 "--data-dir runs/data (default)", "--backtranslator runs/backtranslation/best.pt (default)"):
+        assert line in printed, line
+    evaluate.main(["--data-dir", d, "--generator", str(root / "gen1" / "best.pt"), str(root / "gen2" / "best.pt"),
+                   "--backtranslator", str(root / "bt" / "best.pt"), "--out", "named.json"])
+    flag_free, named = (json.loads((tmp_path / f).read_text())["rows"] for f in ("results.json", "named.json"))
+    assert [r["name"] for r in flag_free] == ["GT", "VAE", "A2V-SLP", "A2V-SLP + KL"]
+    assert flag_free == named
+
+
+def test_a_generator_checkpoint_that_names_the_query_span_q_still_loads(pipeline, tmp_path):
+    """Checkpoints written before the rename q -> query_span rebuild the same model."""
+    import sample
+    root, _ = pipeline
+    ckpt = load(root / "gen1" / "best.pt")
+    ckpt["model_args"]["q"] = ckpt["model_args"].pop("query_span")
+    torch.save(ckpt, tmp_path / "old.pt")
+    old, new = (sample.load_generator(str(p))[0] for p in (tmp_path / "old.pt", root / "gen1" / "best.pt"))
+    assert old.config == new.config and old.config["query_span"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))

@@ -106,3 +106,35 @@ def test_vae_learns_the_corpus(small_corpus, tmp_path):
         base = (mean_pose[sl] - dev[:, sl]).abs().mean()
         print(f"{a}: VAE {err:.4f} vs mean pose {base:.4f} ({base / err:.1f}x lower)")
         assert err < 0.35 * base, f"{a}: VAE {err:.4f} vs mean pose {base:.4f}"
+
+
+def test_the_first_command_runs_without_flags_and_the_stages_chain(tmp_path, monkeypatch, capsys):
+    """`torchrun --nproc_per_node=2 train.py --stage vae --epochs 1` in a fresh folder: rank 0 writes the
+    built-in corpus to runs/data (once), the run goes to runs/vae, and the next stages default to it."""
+    import subprocess
+    from conftest import ROOT
+    import corpus
+    import train
+    for name in os.listdir(ROOT):                        # the project's modules, run from a folder of its own
+        if name.endswith(".py") or name == "corpus":
+            os.symlink(os.path.join(ROOT, name), tmp_path / name)
+    exe = os.path.join(os.path.dirname(PY), "torchrun")
+    env = {k: v for k, v in os.environ.items() if k != "RANK"}
+    proc = subprocess.run([exe, "--standalone", "--nproc_per_node=2", "train.py", "--stage", "vae", "--epochs", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert_ok(proc)
+    assert proc.stdout.count("writing the built-in corpus to runs/data") == 1
+    for line in ("--data-dir runs/data (default)", "--out-dir runs/vae (default)", "--adam-betas (0.5, 0.9) (default)"):
+        assert proc.stdout.count(line) == 1, line
+    written = {split: load(tmp_path / "runs" / "data" / f"{split}.pt") for split in corpus.DEFAULT_SIZES}
+    assert {split: len(v) for split, v in written.items()} == corpus.DEFAULT_SIZES
+    ckpt = load(tmp_path / "runs" / "vae" / "best.pt")
+    assert ckpt["stage"] == "vae" and ckpt["world_size"] == 2 and ckpt["epoch"] == 1
+    assert ckpt["args"]["data_dir"] == os.path.join("runs", "data")
+    monkeypatch.chdir(tmp_path)
+    args = train.get_args(["--stage", "generator"])
+    assert (args.vae, args.out_dir, args.init) == (os.path.join("runs", "vae", "best.pt"),
+                                                   os.path.join("runs", "generator"), None)
+    with pytest.raises(SystemExit) as e:                 # phase 2 needs phase 1's runs/generator/best.pt
+        train.get_args(["--stage", "generator", "--phase", "2"])
+    assert e.value.code == 2 and "--init defaults to runs/generator/best.pt" in capsys.readouterr().err
