@@ -536,8 +536,11 @@ def test_ctrl_c_names_epoch_step_and_the_saved_epoch(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ}
     env.pop("RANK", None)
+    # A shell's background job (CI may run the suite as one) ignores SIGINT, and Python installs its
+    # Ctrl-C handler only when SIGINT has the default action: give the child the default, as a terminal does.
     proc = subprocess.Popen(vae_cmd(d, out, "--epochs", "100000", "--batch-size", "4"), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
