@@ -35,11 +35,11 @@ $PY train.py --stage vae --data-dir "$D" --out-dir "$OUT/vae" --epochs 30 --batc
 
 step "5/7 generator phase 1: L1 on (mu, log sigma^2), dynamic hand weights (Eq. 3, 7, 8)"
 $PY train.py --stage generator --phase 1 --vae "$OUT/vae/best.pt" --data-dir "$D" --out-dir "$OUT/gen1" \
-  --epochs 26 --batch-size 32 --lr 2e-3 $GEN
+  --epochs 34 --batch-size 32 --lr 2e-3 $GEN
 
 step "6/7 generator phase 2: + KL to the VAE posterior (Eq. 4)"
 $PY train.py --stage generator --phase 2 --init "$OUT/gen1/best.pt" --vae "$OUT/vae/best.pt" --data-dir "$D" \
-  --out-dir "$OUT/gen2" --epochs 8 --batch-size 32 --lr 2e-4 $GEN
+  --out-dir "$OUT/gen2" --epochs 10 --batch-size 32 --lr 2e-4 $GEN
 
 step "7/7 evaluation on test (Table 7 protocol) and pictures"
 if ! wait $BT; then
