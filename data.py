@@ -365,12 +365,15 @@ def resolve_bert(bert):
     return bert
 
 
-def load_text_encoder(bert=OFFLINE_BERT):
-    """(tokenizer, frozen model in eval mode) via transformers' Auto classes."""
+def load_text_encoder(bert=OFFLINE_BERT, with_model=True):
+    """(tokenizer, frozen model in eval mode) via transformers' Auto classes; with_model=False
+    loads the tokenizer alone (model None), for callers that only need the tokens."""
     from transformers import AutoModel, AutoTokenizer  # ~1.5 s to import: only where text is embedded
     path = resolve_bert(bert)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
+        if not with_model:
+            return tokenizer, None
         model = AutoModel.from_pretrained(path).eval()
     except Exception as e:  # noqa: BLE001 - hub/offline/path errors all end here
         raise DataError(f"--bert {bert}: cannot load the text encoder from {path!r}: "

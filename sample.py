@@ -69,7 +69,7 @@ def cross_attention(model, text, bert, cache_dir=None, device="cpu"):
     n = int(model.predict_lengths(model.length_ratio(memory, text_mask)))
     frame_mask = torch.ones(1, n, dtype=torch.bool, device=device)
     attention = model.decode(memory, text_mask, frame_mask, return_attention=True)[2][0]   # (N, L)
-    tokenizer = data.load_text_encoder(bert)[0]
+    tokenizer = data.load_text_encoder(bert, with_model=False)[0]              # the tokens only
     tokens = tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=True, max_length=data.MAX_TOKENS)["input_ids"])
     return attention.cpu(), tokens
 
