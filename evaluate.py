@@ -459,6 +459,7 @@ def main(argv=None):
               "--backtranslator": args.backtranslator, "--data-dir": split_path}
     sample.check_out(p, args.out, inputs)
     out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)                 # --out may name a folder still to be made
     cache_dir = args.cache_dir or os.path.join(out_dir, "cache")
     try:
         samples = load_split(split_path)
