@@ -168,7 +168,7 @@ def plan(args):
     data = args.data_dir or os.path.join(out, "data")
     cache = os.path.join(out, "cache")
     extra = shlex.split(args.train_args)
-    train = [py, "train.py", "--data-dir", data, "--cache-dir", cache] + extra
+    train = [py, "train.py", "--data-dir", data, "--cache-dir", cache]
     gen_epochs = args.epochs or s["gen_epochs"]
     p2_epochs = args.phase2_epochs or s["phase2_epochs"]
     lr = args.lr or s["gen_lr"]
@@ -176,7 +176,7 @@ def plan(args):
     jobs = {}
 
     def add(key, cmd, deps=()):
-        jobs[key] = Job(key, cmd, deps)
+        jobs[key] = Job(key, cmd + extra if cmd[1] == "train.py" else cmd, deps)   # the user's flags win
 
     first = []
     if not args.data_dir:

@@ -9,6 +9,12 @@ speeds and tracking noise, co-articulated transitions and a rest pose at both en
 body.py).
 
     python -m corpus --out-dir runs/demo/data [--seed 0] [--num-train 1200] [--signers 6]
+    python -m corpus --out-dir D --num-train 300 --tracking mediapipe   # noisier, like MediaPipe
+
+`--tracking mediapipe` adds what a monocular landmark tracker (MediaPipe Holistic, the source of
+CSL-Daily's poses) does to motion, on top of the signers' own noise: per-frame landmark jitter,
+larger in depth than in the image plane and larger on the hands, and hands that are not detected
+for runs of frames, filled by `data.fill_missing` as on the real-data path (see `track_like_mediapipe`).
 
 Coordinates are metres in a body-centred frame: origin at the neck (shoulder midpoint of the
 upright torso), x to the signer's left, y up, z toward the camera; shoulders 0.32-0.40 apart.
@@ -50,10 +56,42 @@ def make_splits(seed, num_train, num_dev, num_test):
     return splits
 
 
+# Landmark noise of `--tracking mediapipe`, standard deviations in metres (xy, depth), and the
+# chance per frame that a hand's missed-detection run starts (runs of 2-9 frames: ~12 % of frames).
+JITTER = {"body_face": (0.003, 0.008), "hands": (0.005, 0.012)}
+MISS_START, MISS_RUN = 0.03, (2, 10)
+
+
+def track_like_mediapipe(poses, rng):
+    """Poses (N, 178, 3) as a monocular landmark tracker would report them: Gaussian jitter per
+    frame and landmark (JITTER), and per hand runs of frames without a detection (NaN), which
+    `data.fill_missing` then interpolates, exactly as for real MediaPipe output."""
+    from data import ARTICULATORS, fill_missing
+    out = np.array(poses, dtype=np.float64)
+    sd = np.empty((out.shape[1], 3))
+    sd[:, :2], sd[:, 2] = JITTER["body_face"]
+    hands = [ARTICULATORS["left_hand"], ARTICULATORS["right_hand"]]
+    for h in hands:
+        sd[h, :2], sd[h, 2] = JITTER["hands"]
+    out += rng.normal(size=out.shape) * sd
+    for h in hands:
+        t = 0
+        while t < len(out):
+            if rng.random() < MISS_START:
+                run = int(rng.integers(*MISS_RUN))
+                out[t:t + run, h] = np.nan
+                t += run
+            t += 1
+    return fill_missing(out.astype(np.float32))
+
+
 def write_corpus(out_dir, seed=0, num_train=DEFAULT_SIZES["train"], num_dev=DEFAULT_SIZES["dev"],
-                 num_test=DEFAULT_SIZES["test"], signers=6):
+                 num_test=DEFAULT_SIZES["test"], signers=6, tracking="clean"):
     """Write train.pt, dev.pt and test.pt (REFERENCE.md §1 format) to out_dir; returns
-    {split: number of samples}. Same arguments give bit-identical files."""
+    {split: number of samples}. Same arguments give bit-identical files. tracking "mediapipe"
+    passes every sequence through `track_like_mediapipe` (the clean motion is the same)."""
+    if tracking not in ("clean", "mediapipe"):
+        raise ValueError(f"tracking must be 'clean' or 'mediapipe', got {tracking!r}")
     for name, value, low in (("seed", seed, 0), ("num_train", num_train, 1),
                              ("num_dev", num_dev, 0), ("num_test", num_test, 0)):
         if not isinstance(value, (int, np.integer)) or value < low:
@@ -68,6 +106,8 @@ def write_corpus(out_dir, seed=0, num_train=DEFAULT_SIZES["train"], num_dev=DEFA
             signer = people[rng.integers(len(people))]
             name = f"synthetic_{split}_{i:06d}"
             poses = render_sign_sequence(gloss, signer, rng)
+            if tracking == "mediapipe":
+                poses = track_like_mediapipe(poses, np.random.default_rng([seed, 1 + split_id, i, 1]))
             samples[name] = {"name": name, "text": text, "gloss": gloss,
                              "poses_3d": torch.from_numpy(poses), "speaker": signer["name"]}
         path = os.path.join(out_dir, f"{split}.pt")
@@ -92,6 +132,9 @@ def main(argv=None):
     for split, size in DEFAULT_SIZES.items():
         p.add_argument(f"--num-{split}", type=int, default=size, help=f"{split} samples")
     p.add_argument("--signers", type=int, default=6, help="number of signers (>= 6 recommended)")
+    p.add_argument("--tracking", choices=("clean", "mediapipe"), default="clean",
+                   help="mediapipe: landmark jitter and missed hand detections (filled), like real "
+                   "monocular tracking")
     args = p.parse_args(argv)
     there = [f for f in ("train.pt", "dev.pt", "test.pt") if os.path.exists(os.path.join(args.out_dir, f))]
     if there:
@@ -99,7 +142,7 @@ def main(argv=None):
                  "(nothing was changed)")
     try:
         counts = write_corpus(args.out_dir, args.seed, args.num_train, args.num_dev, args.num_test,
-                              args.signers)
+                              args.signers, args.tracking)
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(f"wrote {counts} to {args.out_dir}")

@@ -321,3 +321,38 @@ def test_bad_glosses_raise():
         signing.render_sign_sequence("REGEN BLAU", signer, np.random.default_rng(0))
     with pytest.raises(ValueError):
         signing.render_sign_sequence([], signer, np.random.default_rng(0))
+
+
+def test_mediapipe_tracking_is_the_clean_motion_plus_tracker_noise(small, tmp_path):
+    """--tracking mediapipe: the same motion, jittered (more in depth than in the image plane, more
+    on the hands), with missed hand detections interpolated: finite, deterministic, and the gaps
+    show as frames where the hand moves on a straight line (what fill_missing puts there)."""
+    _, _, clean = small
+    corpus.write_corpus(str(tmp_path), seed=0, **SMALL, tracking="mediapipe")
+    noisy = load(tmp_path)
+    assert list(noisy["train"]) == list(clean["train"])
+    diffs = {"hands": [], "body": []}
+    for name, sample in noisy["train"].items():
+        a, b = sample["poses_3d"].numpy(), clean["train"][name]["poses_3d"].numpy()
+        assert a.shape == b.shape and np.isfinite(a).all()
+        d = a - b
+        diffs["hands"].append(d[:, ARTICULATORS["right_hand"]].reshape(-1, 3))
+        diffs["body"].append(d[:, ARTICULATORS["body"]].reshape(-1, 3))
+    hands, bodies = np.concatenate(diffs["hands"]), np.concatenate(diffs["body"])
+    sd_body = bodies.std(0)
+    np.testing.assert_allclose(sd_body, [corpus.JITTER["body_face"][0]] * 2 + [corpus.JITTER["body_face"][1]], rtol=0.1)
+    # the hands' differences are jitter where detected; interpolated gaps add the motion's own error
+    assert (np.median(np.abs(hands), 0) > np.median(np.abs(bodies), 0)).all()
+    # interpolated frames: the second difference over time of a filled hand is exactly linear
+    straight = 0
+    for sample in noisy["train"].values():
+        w = sample["poses_3d"].numpy()[:, ARTICULATORS["right_hand"]].astype(np.float64)
+        second = np.abs(w[2:] - 2 * w[1:-1] + w[:-2]).max((1, 2))
+        straight += int((second < 1e-5).sum())
+    n_frames = sum(len(s["poses_3d"]) for s in noisy["train"].values())
+    assert 0.03 < straight / n_frames < 0.2        # runs of 2-9 missed frames started at 3 % per frame
+    again = tmp_path / "again"
+    corpus.write_corpus(str(again), seed=0, **SMALL, tracking="mediapipe")
+    assert (again / "train.pt").read_bytes() == (tmp_path / "train.pt").read_bytes()
+    with pytest.raises(ValueError, match="tracking"):
+        corpus.write_corpus(str(tmp_path / "x"), seed=0, **SMALL, tracking="kinect")
