@@ -17,6 +17,7 @@ is the caller's job; the command line does it (--fps-step 2, on by default for 2
         --generator runs/demo/gen1/best.pt runs/demo/gen2/best.pt \
         --backtranslator runs/demo/bt/best.pt --out runs/demo/results.json      # Table 7
     python evaluate.py --data-dir D --split test --predictions submission.pt --backtranslator BT.pt
+    python evaluate.py --data-dir D --split dev --vae runs/vae/best.pt --backtranslator BT.pt    # the VAE ceiling alone
     python benchmarks/dtw.py                                                     # DTW speed
 """
 import argparse
@@ -35,6 +36,7 @@ import render
 import sample
 from backtranslation import SignToText
 from data import NUM_JOINTS, DataError, atomic_save, load_checkpoint, load_split, pad_stack, safe_load
+from vae import load_vae
 
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
 
@@ -429,6 +431,8 @@ def main(argv=None):
     src.add_argument("--generator", nargs="+", help="generator checkpoint(s): generate, then score each "
                      f"(default: those of {', '.join(GENERATORS)} that exist)")
     src.add_argument("--predictions", nargs="+", help="submission file(s) {name: Tensor[N,178,3]} to score")
+    p.add_argument("--vae", nargs="+", help="VAE checkpoint(s) (train.py --stage vae) whose reconstructions "
+                   "of the ground truth to score as VAE rows, e.g. before any generator is trained")
     p.add_argument("--backtranslator", default=BACKTRANSLATOR,
                    help=f"back-translation checkpoint (train.py --stage backtranslation; default: {BACKTRANSLATOR})")
     p.add_argument("--out", default="results.json", help="results file")
@@ -442,7 +446,7 @@ def main(argv=None):
     p.add_argument("--cache-dir", default=None,
                    help="text-embedding cache for --generator (default: a folder 'cache' beside --out)")
     args = p.parse_args(argv)
-    if args.generator is None and args.predictions is None:         # train.py's flag-free runs
+    if args.generator is None and args.predictions is None and args.vae is None:   # train.py's flag-free runs
         args.generator = [path for path in GENERATORS if os.path.exists(path)]
         if not args.generator:
             p.error(f"no --generator or --predictions given, and none of the defaults {', '.join(GENERATORS)} exists")
@@ -455,7 +459,7 @@ def main(argv=None):
             p.error(f"{flag} must be >= 1, got {value}")
     sample.check_device(p, args.device)
     split_path = os.path.join(args.data_dir, f"{args.split}.pt")
-    inputs = {"--generator": args.generator, "--predictions": args.predictions,
+    inputs = {"--generator": args.generator, "--predictions": args.predictions, "--vae": args.vae,
               "--backtranslator": args.backtranslator, "--data-dir": split_path}
     sample.check_out(p, args.out, inputs)
     out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -475,22 +479,31 @@ def main(argv=None):
         baselines = [{"name": "constant text (most frequent training sentence)",
                       **score([constant] * len(refs), refs)}]
         generated, written, reconstructed, alignments, vaes = {}, set(), {}, {}, []
-        for path in args.generator or args.predictions:
+
+        def add_vae_row(vae, path):
+            """The VAE row: the ground truth through a VAE (z = μ), the ceiling of every generator
+            it decodes; one row per distinct VAE, right below GT."""
+            state = vae.state_dict()
+            if any(all(torch.equal(state[k], v[k]) for k in state) for v in vaes):
+                return
+            vae_name = "VAE" if not vaes else f"VAE of {path}"
+            vaes.append(state)
+            print(f"back-translating {vae_name} (reconstructions of the ground truth, z = mu) ...", flush=True)
+            recon = [vae.reconstruct(s["poses_3d"].to(args.device)).cpu() for s in samples]
+            reconstructed[vae_name] = recon[0]
+            seqs = [r[::args.fps_step] for r in recon]
+            rows.insert(len(vaes), {"name": vae_name, **score(back_translate(bt, seqs, args.beam, device=args.device),
+                                                                refs, seqs, gts)})
+
+        for path in args.vae or []:
+            add_vae_row(load_vae(path, args.device).eval(), path)
+        for path in args.generator or args.predictions or []:
             if args.generator:
                 model, vae, ckpt = sample.load_generator(path, args.device)
                 name = generator_name(ckpt.get("args", {}))
                 # The VAE row: ground truth through this generator's VAE (z = μ), the ceiling of
                 # every generator it decodes; one row per distinct VAE.
-                state = vae.state_dict()
-                if not any(all(torch.equal(state[k], v[k]) for k in state) for v in vaes):
-                    vae_name = "VAE" if not vaes else f"VAE of {path}"
-                    vaes.append(state)
-                    print(f"back-translating {vae_name} (reconstructions of the ground truth, z = mu) ...", flush=True)
-                    recon = [vae.reconstruct(s["poses_3d"].to(args.device)).cpu() for s in samples]
-                    reconstructed[vae_name] = recon[0]
-                    seqs = [r[::args.fps_step] for r in recon]
-                    rows.insert(len(vaes), {"name": vae_name, **score(back_translate(bt, seqs, args.beam, device=args.device),
-                                                                        refs, seqs, gts)})
+                add_vae_row(vae, path)
                 alignment = None
                 if args.pictures:
                     alignment = sample.cross_attention(model, samples[0]["text"], ckpt["bert"], cache_dir, args.device)
@@ -521,6 +534,10 @@ def main(argv=None):
         print(f"\n{len(samples)} {args.split} sequences at 25/{args.fps_step} fps; BLEU signature: {bleu_signature()}")
         print(f"constant-text baseline: B4 {baselines[0]['B4']:.2f}, chrF {baselines[0]['chrF']:.2f}, "
               f"ROUGE {baselines[0]['ROUGE']:.2f}")
+        gain = rows[0]["chrF"] - baselines[0]["chrF"]
+        if gain > 0 and len(rows) > 1:                  # how much of what GT reads each row keeps
+            print("chrF gain over the constant text, as a share of GT's: " + ", ".join(
+                f"{r['name']} {100 * (r['chrF'] - baselines[0]['chrF']) / gain:.0f} %" for r in rows[1:]))
         for r in rows:
             if r["DTW"] is not None and not math.isfinite(r["DTW"]):
                 print(f"note: {r['name']}: DTW-MJE overflows ({r['DTW']}); written as null in {args.out}")

@@ -108,6 +108,29 @@ def test_evaluate_generators_adds_the_vae_row_and_pictures(pipeline, tmp_path):
         assert (tmp_path / name).stat().st_size > 1000, name
 
 
+def test_evaluate_scores_a_vae_alone_as_the_generators_would(pipeline, tmp_path):
+    """--vae: the VAE row before any generator exists, the same numbers as the VAE row of a
+    --generator run with that VAE, which is scored independently here from a submission of its
+    reconstructions."""
+    from data import load_split
+    from vae import load_vae
+    root, d = pipeline
+    out = tmp_path / "vae.json"
+    proc = ok(run([PY, "evaluate.py", "--data-dir", d, "--split", "test", "--vae", str(root / "vae" / "best.pt"),
+                   "--backtranslator", str(root / "bt" / "best.pt"), "--out", str(out)]))
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["name"] for r in rows] == ["GT", "VAE"]
+    assert "chrF gain over the constant text, as a share of GT's: VAE" in proc.stdout
+    vae = load_vae(str(root / "vae" / "best.pt"))
+    sub = {s["name"]: vae.reconstruct(s["poses_3d"]) for s in load_split(os.path.join(d, "test.pt"))}
+    torch.save(sub, tmp_path / "recon.pt")
+    ok(run([PY, "evaluate.py", "--data-dir", d, "--split", "test", "--predictions", str(tmp_path / "recon.pt"),
+            "--backtranslator", str(root / "bt" / "best.pt"), "--out", str(tmp_path / "sub.json")]))
+    other = json.loads((tmp_path / "sub.json").read_text())["rows"][1]
+    assert {k: rows[1][k] for k in ("DTW", "B4", "chrF", "ROUGE")} == pytest.approx(
+        {k: other[k] for k in ("DTW", "B4", "chrF", "ROUGE")}, rel=1e-6)
+
+
 def test_sample_cli_writes_the_submission_format(pipeline, tmp_path):
     root, d = pipeline
     out = tmp_path / "one.pt"
