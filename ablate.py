@@ -20,6 +20,7 @@ and a line per claim of the paper saying whether its ordering held here (BLEU-4,
 standard deviations of the seeds). Logs of every job: OUT/logs/KEY.log.
 """
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -129,6 +130,15 @@ SETTINGS = {
 }
 
 
+def default_python():
+    """This interpreter if it has torch, else the project's .venv (made by `make test` / `make demo`):
+    ablate.py itself needs only the standard library, its jobs need the requirements."""
+    venv = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".venv", "bin", "python")
+    if importlib.util.find_spec("torch") is None and os.path.exists(venv):
+        return venv
+    return sys.executable
+
+
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tables", type=int, nargs="+", default=sorted(TABLES), choices=sorted(TABLES),
@@ -145,7 +155,8 @@ def get_args(argv=None):
     p.add_argument("--lr", type=float, help="generator phase-1 learning rate (default 2e-3)")
     p.add_argument("--train-args", default="", help="extra train.py flags for every stage, e.g. "
                    "'--bert PATH' (quoted, one string)")
-    p.add_argument("--python", default=sys.executable, help="interpreter for train.py and evaluate.py")
+    p.add_argument("--python", default=default_python(), help="interpreter for train.py and evaluate.py "
+                   "(default: this one if it has torch, else .venv/bin/python)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
