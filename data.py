@@ -13,10 +13,13 @@ Conventions used everywhere in the project:
 - boolean masks are True at real positions (the F.scaled_dot_product_attention convention).
 """
 import argparse
+import contextlib
 import hashlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -430,8 +433,30 @@ def text_embeddings(texts, bert=OFFLINE_BERT, cache_dir=None, max_tokens=MAX_TOK
     return {t: cache[t].float() for t in texts}
 
 
+@contextlib.contextmanager
+def sigint_deferred():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then raise it as
+    usual. torch.save turns an interrupt in the middle of writing into a RuntimeError about the zip
+    stream, so a save must not be interrupted; the held signal is delivered right after it. Only the
+    main thread of a POSIX process receives signals; elsewhere this does nothing."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`; a Ctrl-C
+    during the write waits for it to finish (sigint_deferred), so a file is whole or absent."""
+    with sigint_deferred():
+        _atomic_save(obj, path)
+
+
+def _atomic_save(obj, path):
     path = os.fspath(path)
     tmp = f"{path}.tmp.{os.getpid()}"
     try:

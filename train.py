@@ -37,7 +37,7 @@ import data
 import evaluate
 import generator as G
 from backtranslation import SignToText, build_vocab
-from data import ARTICULATOR_ORDER, DataError, atomic_save, load_checkpoint
+from data import ARTICULATOR_ORDER, DataError, atomic_save, load_checkpoint, sigint_deferred
 from vae import (PAPER_REC_WEIGHTS, DisentangledVAE, cached_latents, hand_shape_error, load_vae, selection_error,
                  vae_loss)
 
@@ -562,19 +562,20 @@ def main(argv=None):
         if bad:
             raise FloatingPointError(f"stage {args.stage}, epoch {epoch + 1}: non-finite weights in {bad[:3]}; "
                                      f"not saved, the last good checkpoint in {args.out_dir} is kept")
-        if master:
-            ckpt = {"stage": args.stage, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None, "args": vars(args),
-                    "epoch": epoch + 1, "step": step, "best_val": best, "val": val, "bad_epochs": bad_epochs,
-                    "world_size": world, "rng": {"torch": torch.get_rng_state()},
-                    "stage_state": stage["state"].state_dict() if stage.get("state") is not None else None,
-                    **stage["extra"]}
-            if improved:
-                atomic_save(ckpt, best_path)
-            atomic_save(ckpt, last_path)
+        with sigint_deferred():              # a Ctrl-C here waits for the saves: last.pt and the message agree
+            if master:
+                ckpt = {"stage": args.stage, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None, "args": vars(args),
+                        "epoch": epoch + 1, "step": step, "best_val": best, "val": val, "bad_epochs": bad_epochs,
+                        "world_size": world, "rng": {"torch": torch.get_rng_state()},
+                        "stage_state": stage["state"].state_dict() if stage.get("state") is not None else None,
+                        **stage["extra"]}
+                if improved:
+                    atomic_save(ckpt, best_path)
+                atomic_save(ckpt, last_path)
+            PROGRESS["saved"] = epoch + 1
         if distributed:
             dist.barrier()
-        PROGRESS["saved"] = epoch + 1
         if args.patience and bad_epochs >= args.patience:
             log.info("early stopping: no better dev %s for %d epochs", stage.get("criterion", "loss"), bad_epochs)
             break

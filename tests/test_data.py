@@ -222,3 +222,30 @@ def test_long_text_is_truncated_with_a_warning():
     assert e.shape[0] == 52
     with pytest.raises(data.DataError, match="empty text"):
         data.embed_texts(["  "])
+
+
+class _InterruptWhilePickled:
+    """Sends this process a Ctrl-C (SIGINT) while torch.save is writing it; loads back as 7."""
+    def __reduce__(self):
+        import signal
+        os.kill(os.getpid(), signal.SIGINT)
+        return int, (7,)
+
+
+def test_a_ctrl_c_during_a_save_waits_for_the_file_to_be_whole(tmp_path):
+    """torch.save turns an interrupt in mid-write into a RuntimeError about its zip stream; atomic_save
+    holds the Ctrl-C until the file is written and renamed, then raises it as usual."""
+    import data
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        data.atomic_save({"w": torch.arange(5), "x": _InterruptWhilePickled()}, path)
+    got = torch.load(path, weights_only=False)                              # int(7) is a call to unpickle
+    assert got["x"] == 7 and torch.equal(got["w"], torch.arange(5))
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]                       # no temporary file left
+    ran_on = []
+    with pytest.raises(KeyboardInterrupt):
+        with data.sigint_deferred():
+            import signal
+            os.kill(os.getpid(), signal.SIGINT)
+            ran_on.append("after the signal")
+    assert ran_on == ["after the signal"]
