@@ -435,18 +435,26 @@ def text_embeddings(texts, bert=OFFLINE_BERT, cache_dir=None, max_tokens=MAX_TOK
 
 @contextlib.contextmanager
 def sigint_deferred():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then raise it as
-    usual. torch.save turns an interrupt in the middle of writing into a RuntimeError about the zip
-    stream, so a save must not be interrupted; the held signal is delivered right after it. Only the
-    main thread of a POSIX process receives signals; elsewhere this does nothing."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then act on it as
+    the previous handler would (by default: raise KeyboardInterrupt). torch.save turns an interrupt
+    in the middle of writing into a RuntimeError about its zip stream, so a save must not be
+    interrupted. The Python-level handler is swapped, not the thread's signal mask: in a process with
+    worker threads (torch's, OpenMP's) the kernel may deliver the signal to any of them. Signal
+    handlers belong to the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGINT, old)
+        if caught:
+            if callable(old):
+                old(signal.SIGINT, None)                 # default_int_handler raises KeyboardInterrupt
+            elif old == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
 
 
 def atomic_save(obj, path):

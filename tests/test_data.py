@@ -235,17 +235,23 @@ class _InterruptWhilePickled:
 def test_a_ctrl_c_during_a_save_waits_for_the_file_to_be_whole(tmp_path):
     """torch.save turns an interrupt in mid-write into a RuntimeError about its zip stream; atomic_save
     holds the Ctrl-C until the file is written and renamed, then raises it as usual."""
+    import signal
     import data
     path = tmp_path / "ckpt.pt"
-    with pytest.raises(KeyboardInterrupt):
-        data.atomic_save({"w": torch.arange(5), "x": _InterruptWhilePickled()}, path)
-    got = torch.load(path, weights_only=False)                              # int(7) is a call to unpickle
+    # Python's Ctrl-C handler, as in a terminal (a shell's background job starts with SIGINT ignored)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            data.atomic_save({"w": torch.arange(5), "x": _InterruptWhilePickled()}, path)
+        ran_on = []
+        with pytest.raises(KeyboardInterrupt):
+            with data.sigint_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                ran_on.append("after the signal")
+        assert ran_on == ["after the signal"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler        # restored
+    finally:
+        signal.signal(signal.SIGINT, before)
+    got = torch.load(path, weights_only=False)                                  # int(7) is a call to unpickle
     assert got["x"] == 7 and torch.equal(got["w"], torch.arange(5))
-    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]                       # no temporary file left
-    ran_on = []
-    with pytest.raises(KeyboardInterrupt):
-        with data.sigint_deferred():
-            import signal
-            os.kill(os.getpid(), signal.SIGINT)
-            ran_on.append("after the signal")
-    assert ran_on == ["after the signal"]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]                           # no temporary file left
