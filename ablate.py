@@ -169,7 +169,8 @@ def get_args(argv=None):
 
 class Job:
     def __init__(self, key, cmd, deps=()):
-        self.key, self.cmd, self.deps, self.proc, self.start = key, cmd, list(deps), None, None
+        self.key, self.cmd, self.deps = key, cmd, list(deps)
+        self.proc = self.start = self.log = self.logpath = None       # set when it runs
 
 
 def plan(args):
@@ -200,22 +201,21 @@ def plan(args):
     for layout in sorted({VARIANTS[v][0] for v in phase1}):
         add(f"vae-{layout}", train + ["--stage", "vae", "--vae-variant", layout, "--out-dir", run(f"vae-{layout}"),
                                       "--seed", "0"] + s["vae"], first)
+    def add_generator(key, seed, layout, epochs, lr, flags, deps):
+        add(key, train + ["--stage", "generator", "--vae", os.path.join(run(f"vae-{layout}"), "best.pt"),
+                          "--out-dir", run(key), "--seed", str(seed), "--epochs", str(epochs), "--lr", str(lr)]
+            + s["gen"] + flags, deps)
+
     for seed in range(args.seeds):
         for v in sorted(phase1):
             layout, flags = VARIANTS[v]
-            vae = os.path.join(run(f"vae-{layout}"), "best.pt")
-            add(f"{v}-s{seed}", train + ["--stage", "generator", "--phase", "1", "--vae", vae, "--out-dir",
-                                         run(f"{v}-s{seed}"), "--seed", str(seed), "--epochs", str(gen_epochs),
-                                         "--lr", str(lr)] + s["gen"] + flags, [f"vae-{layout}"])
+            add_generator(f"{v}-s{seed}", seed, layout, gen_epochs, lr, ["--phase", "1"] + flags, [f"vae-{layout}"])
         for v in sorted(variants & set(PHASE2)):
             base, flags = PHASE2[v]
-            layout = VARIANTS[base][0]
-            add(f"{v}-s{seed}", train + ["--stage", "generator", "--phase", "2", "--init",
-                                         os.path.join(run(f"{base}-s{seed}"), "best.pt"),
-                                         "--vae", os.path.join(run(f"vae-{layout}"), "best.pt"),
-                                         "--out-dir", run(f"{v}-s{seed}"), "--seed", str(seed),
-                                         "--epochs", str(p2_epochs), "--lr", str(s["phase2_lr"])]
-                + s["gen"] + VARIANTS[base][1] + flags, [f"{base}-s{seed}"])
+            layout, base_flags = VARIANTS[base]
+            init = os.path.join(run(f"{base}-s{seed}"), "best.pt")
+            add_generator(f"{v}-s{seed}", seed, layout, p2_epochs, s["phase2_lr"],
+                          ["--phase", "2", "--init", init] + base_flags + flags, [f"{base}-s{seed}"])
         for v in sorted(variants):
             add(f"eval-{v}-s{seed}", [py, "evaluate.py", "--data-dir", data, "--split", "dev", "--generator",
                                       os.path.join(run(f"{v}-s{seed}"), "best.pt"), "--backtranslator",
@@ -322,7 +322,7 @@ def collect(args):
     return got
 
 
-def summarize(args, got, wall):
+def summarize(args, got, job_seconds):
     """ablations.json content: per table the rows (mean, std, paper) and the claims."""
     tables = {}
     for t in args.tables:
@@ -347,7 +347,7 @@ def summarize(args, got, wall):
         tables[str(t)] = {"title": title, "rows": out_rows, "claims": claims}
     return {"settings": {"quick": args.quick, "seeds": args.seeds, "data_dir": args.data_dir or "built-in corpus",
                          "epochs": args.epochs or SETTINGS["quick" if args.quick else "full"]["gen_epochs"],
-                         "job_seconds": wall}, "tables": tables}
+                         "job_seconds": job_seconds}, "tables": tables}
 
 
 def judge(text, variant, rivals, got):
@@ -403,13 +403,13 @@ def main(argv=None):
     args = get_args(argv)
     jobs = plan(args)
     failed = run_jobs(jobs, args)
-    wall = 0.0
+    job_seconds = 0.0
     for key in jobs:
         path = os.path.join(args.out_dir, "jobs", f"{key}.done")
         if os.path.exists(path):
             with open(path) as f:
-                wall += float(f.read().strip() or 0)
-    summary = summarize(args, collect(args), wall)
+                job_seconds += float(f.read().strip() or 0)
+    summary = summarize(args, collect(args), job_seconds)
     with open(os.path.join(args.out_dir, "ablations.json"), "w") as f:
         json.dump(summary, f, indent=2)
     text = markdown(summary)

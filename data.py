@@ -461,24 +461,20 @@ def atomic_save(obj, path):
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`; a Ctrl-C
     during the write waits for it to finish (sigint_deferred), so a file is whole or absent."""
     with sigint_deferred():
-        _atomic_save(obj, path)
-
-
-def _atomic_save(obj, path):
-    path = os.fspath(path)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:   # disk full, read-only folder; torch.save says RuntimeError
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise OSError(f"{path}: cannot write ({reason}); the previous file, if any, is unchanged") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        path = os.fspath(path)
+        tmp = f"{path}.tmp.{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:   # disk full, read-only folder; torch.save says RuntimeError
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise OSError(f"{path}: cannot write ({reason}); the previous file, if any, is unchanged") from None
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -449,7 +449,7 @@ def main(argv=None):
     if args.generator is None and args.predictions is None and args.vae is None:   # train.py's flag-free runs
         args.generator = [path for path in GENERATORS if os.path.exists(path)]
         if not args.generator:
-            p.error(f"no --generator or --predictions given, and none of the defaults {', '.join(GENERATORS)} exists")
+            p.error(f"no --generator, --predictions or --vae given, and none of the defaults {', '.join(GENERATORS)} exists")
         print(f"--generator {' '.join(args.generator)} (default)", flush=True)
     for flag, default in (("--data-dir", DATA_DIR), ("--backtranslator", BACKTRANSLATOR)):
         if getattr(args, flag[2:].replace("-", "_")) == default:
@@ -501,8 +501,6 @@ def main(argv=None):
             if args.generator:
                 model, vae, ckpt = sample.load_generator(path, args.device)
                 name = generator_name(ckpt.get("args", {}))
-                # The VAE row: ground truth through this generator's VAE (z = μ), the ceiling of
-                # every generator it decodes; one row per distinct VAE.
                 add_vae_row(vae, path)
                 alignment = None
                 if args.pictures:
@@ -541,7 +539,6 @@ def main(argv=None):
         for r in rows:
             if r["DTW"] is not None and not math.isfinite(r["DTW"]):
                 print(f"note: {r['name']}: DTW-MJE overflows ({r['DTW']}); written as null in {args.out}")
-        os.makedirs(out_dir, exist_ok=True)
         result = {"rows": finite_or_none(rows), "baselines": finite_or_none(baselines), "split": args.split,
                   "num_samples": len(samples), "fps_step": args.fps_step, "beam": args.beam,
                   "bleu_signature": bleu_signature(), "chrf_signature": chrf_signature()}
