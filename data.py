@@ -433,6 +433,24 @@ def text_embeddings(texts, bert=OFFLINE_BERT, cache_dir=None, max_tokens=MAX_TOK
     return {t: cache[t].float() for t in texts}
 
 
+def token_spans(texts, bert=OFFLINE_BERT, max_tokens=MAX_TOKENS):
+    """{text: (L, 2) float32}: where each of the L tokens of `text_embeddings` lies on the text,
+    as [start, end) in characters. A token owns its characters and the spaces before it; special
+    tokens ([CLS], [SEP]) own none. The generator's alignment prior reads the text at a constant
+    rate of characters (in fingerspelling, letters) per frame from these spans."""
+    tokenizer, _ = load_text_encoder(bert, with_model=False)
+    out = {}
+    for text in sorted(set(texts)):
+        enc = tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
+        spans, end = [], 0
+        for a, b in enc["offset_mapping"]:
+            width = max(b - end, 0) if b > a else 0                  # special tokens: (0, 0)
+            spans.append((end, end + width))
+            end += width
+        out[text] = torch.tensor(spans, dtype=torch.float32)        # (L, 2)
+    return out
+
+
 @contextlib.contextmanager
 def sigint_deferred():
     """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then act on it as
@@ -484,12 +502,13 @@ def atomic_save(obj, path):
 class SignDataset(torch.utils.data.Dataset):
     """Samples of one split joined with their text embeddings and (optionally) latent targets.
 
-    Items are dicts: name, text, poses (N, 178, 3), and when given text_emb (L, E) and
-    latent (N, 160) = [μ ‖ log σ²] from the frozen VAE encoder (§4.4).
+    Items are dicts: name, text, poses (N, 178, 3), and when given text_emb (L, E),
+    latent (N, 160) = [μ ‖ log σ²] from the frozen VAE encoder (§4.4) and text_spans (L, 2)
+    (token_spans).
     """
 
-    def __init__(self, samples, text_emb=None, latents=None):
-        self.samples, self.text_emb, self.latents = samples, text_emb, latents
+    def __init__(self, samples, text_emb=None, latents=None, spans=None):
+        self.samples, self.text_emb, self.latents, self.spans = samples, text_emb, latents, spans
 
     def __len__(self):
         return len(self.samples)
@@ -501,6 +520,8 @@ class SignDataset(torch.utils.data.Dataset):
             item["text_emb"] = self.text_emb[s["text"]]
         if self.latents is not None:
             item["latent"] = self.latents[s["name"]]
+        if self.spans is not None:
+            item["text_spans"] = self.spans[s["text"]]
         return item
 
 
@@ -516,7 +537,8 @@ def pad_stack(seqs):
 
 def collate(items):
     """Batch of SignDataset items: poses (B, T, 178, 3), frame_mask (B, T), lengths (B,), and
-    text_emb (B, L, E) + text_mask (B, L), latent (B, T, 160) when the items carry them."""
+    text_emb (B, L, E) + text_mask (B, L), latent (B, T, 160), text_spans (B, L, 2) when the
+    items carry them."""
     batch = {"names": [it["name"] for it in items], "texts": [it["text"] for it in items]}
     batch["poses"], batch["frame_mask"] = pad_stack([it["poses"] for it in items])
     batch["lengths"] = batch["frame_mask"].sum(1)
@@ -524,6 +546,8 @@ def collate(items):
         batch["text_emb"], batch["text_mask"] = pad_stack([it["text_emb"] for it in items])
     if "latent" in items[0]:
         batch["latent"], _ = pad_stack([it["latent"] for it in items])
+    if "text_spans" in items[0]:
+        batch["text_spans"], _ = pad_stack([it["text_spans"] for it in items])
     return batch
 
 

@@ -28,6 +28,12 @@ from vae import LATENT_SIZES, split_articulators
 # "progress": + PE(t / (N - 1) · max_frames) as well, so every query also knows how far through its
 # own sequence it is (the counter of Progressive Transformers, Saunders et al. 2020); not in the paper.
 TIME_QUERIES = ("progress", "absolute")
+# The monotonic alignment prior (not in the paper): frame t of N reads the text at position
+# p_t = (t + 0.5) / N, at a constant rate of characters per frame ("chars", the spans of
+# data.token_spans) or of tokens per frame ("tokens", equal time per subword token). The prior
+# feeds the token under p_t into the time query (aligned queries) and guides the cross-attention
+# (guided_attention_loss). "none": the paper's decoder, which must discover the alignment alone.
+ALIGNMENTS = ("chars", "tokens", "none")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,17 +128,20 @@ class A2VSLP(nn.Module):
 
     def __init__(self, text_dim, d_model=512, enc_layers=3, enc_heads=4, dec_layers=6, dec_heads=8,
                  ff=1024, dropout=0.1, max_frames=300, window=3, query="none", query_span=3, fusion="local",
-                 latent_dim=80, time_queries="progress"):
+                 latent_dim=80, time_queries="progress", alignment="chars", aligned_queries=True):
         super().__init__()
         assert d_model % enc_heads == 0 and d_model % dec_heads == 0, "d_model must be divisible by the heads"
         assert 0.0 <= dropout < 1.0 and time_queries in TIME_QUERIES, (dropout, time_queries)
+        assert alignment in ALIGNMENTS and not (aligned_queries and alignment == "none"), alignment
         self.config = dict(text_dim=text_dim, d_model=d_model, enc_layers=enc_layers,
                            enc_heads=enc_heads, dec_layers=dec_layers, dec_heads=dec_heads, ff=ff,
                            dropout=dropout, max_frames=max_frames, window=window, query=query,
-                           query_span=query_span, fusion=fusion, latent_dim=latent_dim, time_queries=time_queries)
+                           query_span=query_span, fusion=fusion, latent_dim=latent_dim, time_queries=time_queries,
+                           alignment=alignment, aligned_queries=aligned_queries)
         self.text_dim, self.d_model = text_dim, d_model
         self.time_query_kind = time_queries
         self.max_frames, self.latent_dim = max_frames, latent_dim
+        self.alignment, self.aligned_queries = alignment, aligned_queries
 
         # Text encoder: BERT embeddings → 512 → + PE → 3 layers, 4 heads, FFN 1024 (§3.2).
         self.text_proj = nn.Linear(text_dim, d_model)
@@ -148,6 +157,8 @@ class A2VSLP(nn.Module):
         self.register_buffer("reference_pose", torch.zeros(NUM_JOINTS, 3))
         self.register_buffer("reference_pose_set", torch.tensor(False))
         self.query_proj = nn.Linear(NUM_JOINTS * 3, d_model)
+        # Aligned queries: the encoder state of the token under the prior, projected (not in the paper).
+        self.align_proj = nn.Linear(d_model, d_model) if aligned_queries else None
 
         # Non-autoregressive decoder: 6 layers, 8 heads, FFN 1024, gloss self-attention (§3.2).
         self.decoder_layers = nn.ModuleList([
@@ -197,13 +208,44 @@ class A2VSLP(nn.Module):
             x = x + sinusoidal_encoding(progress, self.d_model, ref.device, ref.dtype)  # (B, T, D)
         return x.expand(B, T, self.d_model)                                           # (B, T, D)
 
-    def decode(self, memory, text_mask, frame_mask, return_attention=False):
+    def alignment_prior(self, spans, text_mask, frame_mask):
+        """The monotonic prior: token intervals (B, L, 2) on the text axis normalised to [0, 1],
+        frame positions p_t = (t + 0.5) / N_b (B, T), and the text length in its units (B,).
+
+        spans (B, L, 2): [start, end) of each token in characters (data.token_spans), zero-width
+        for special tokens and padding. With alignment "tokens" every non-empty token counts 1.
+        """
+        if self.alignment == "tokens":
+            width = ((spans[..., 1] > spans[..., 0]) & text_mask).float()               # (B, L)
+            end = width.cumsum(1)                                                       # (B, L)
+            spans = torch.stack([end - width, end], -1)                                 # (B, L, 2)
+        total = spans[..., 1].amax(1).clamp_min(1e-6)                                   # (B,)
+        n = frame_mask.sum(1, keepdim=True).float()                                     # (B, 1)
+        t = torch.arange(frame_mask.shape[1], device=frame_mask.device)[None].float()   # (1, T)
+        return spans / total[:, None, None], (t + 0.5) / n, total
+
+    def aligned_text(self, memory, spans, text_mask, frame_mask):
+        """For every frame, the encoder state of the token that the prior places under it plus PE of
+        how far into that token the frame is (in characters, ×4 so that letters are apart); (B, T, D)."""
+        prior, p, total = self.alignment_prior(spans, text_mask, frame_mask)
+        start, end = prior[..., 0][:, None], prior[..., 1][:, None]                     # (B, 1, L)
+        inside = (start <= p[..., None]) & (p[..., None] < end) & text_mask[:, None]    # (B, T, L)
+        inside = inside.to(memory.dtype)
+        token = self.align_proj(inside @ memory)                                        # (B, T, D)
+        offset = (inside * (p[..., None] - start)).sum(-1) * total[:, None]             # (B, T)
+        return token + sinusoidal_encoding(4.0 * offset, self.d_model, memory.device, memory.dtype)
+
+    def decode(self, memory, text_mask, frame_mask, spans=None, return_attention=False):
         """One non-autoregressive pass: μ̂ and log σ̂², each (B, T, latent_dim).
 
-        return_attention=True also returns the cross-attention weights (B, T, L), averaged over
-        the heads and the decoder layers: which words each frame reads.
+        spans (B, L, 2): the tokens' character spans, needed with aligned queries.
+        return_attention=True also returns the cross-attention weights (layers, B, T, L), averaged
+        over the heads: which words each frame reads.
         """
         x = self.time_queries(frame_mask)                                             # (B, T, D)
+        if self.aligned_queries:
+            assert spans is not None, "aligned queries need the tokens' character spans"
+            x = x + self.aligned_text(memory, spans, text_mask, frame_mask)           # (B, T, D)
         attention = []
         for layer in self.decoder_layers:
             x = layer(x, frame_mask, memory, text_mask, attention if return_attention else None)
@@ -212,7 +254,7 @@ class A2VSLP(nn.Module):
         # ẑ_t = [μ̂_t ‖ log σ̂²_t], split into the two halves (each (B, T, 80)).
         mu_hat, logvar_hat = z_hat.chunk(2, dim=-1)  # Eq. (2)
         if return_attention:
-            return mu_hat, logvar_hat, torch.stack(attention).mean(0)                 # (B, T, L)
+            return mu_hat, logvar_hat, torch.stack(attention)                         # (layers, B, T, L)
         return mu_hat, logvar_hat
 
     def _check(self, text_emb, text_mask):
@@ -224,25 +266,29 @@ class A2VSLP(nn.Module):
             raise ValueError(f"text_mask length {text_mask.shape[1]} != text_emb length "
                              f"{text_emb.shape[1]}")
 
-    def forward(self, text_emb, text_mask, frame_mask):
+    def forward(self, text_emb, text_mask, frame_mask, spans=None, return_attention=False):
         """Teacher-forced length: T and frame_mask come from the target sequences.
 
-        text_emb (B, L, text_dim), text_mask (B, L), frame_mask (B, T) →
-        dict(mu=(B, T, 80), logvar=(B, T, 80), length_ratio=(B,)).
+        text_emb (B, L, text_dim), text_mask (B, L), frame_mask (B, T), spans (B, L, 2) →
+        dict(mu=(B, T, 80), logvar=(B, T, 80), length_ratio=(B,)), and with return_attention the
+        cross-attention weights (layers, B, T, L).
         """
         assert text_emb.dim() == 3 and text_emb.shape[-1] == self.text_dim, f"text_emb must be (B, L, {self.text_dim})"
         assert text_mask.dtype == frame_mask.dtype == torch.bool, "text_mask and frame_mask must be bool tensors"
         assert bool(text_mask.any(1).all() and frame_mask.any(1).all()), "a mask row is empty (an empty sequence)"
         memory = self.encode_text(text_emb, text_mask)                                # (B, L, D)
-        mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)               # (B, T, 80)
-        return dict(mu=mu_hat, logvar=logvar_hat, length_ratio=self.length_ratio(memory, text_mask))
+        out = self.decode(memory, text_mask, frame_mask, spans, return_attention)     # (B, T, 80) ×2
+        result = dict(mu=out[0], logvar=out[1], length_ratio=self.length_ratio(memory, text_mask))
+        if return_attention:
+            result["attention"] = out[2]                                              # (layers, B, T, L)
+        return result
 
     def predict_lengths(self, ratio):
         """round(ratio * max_frames) clamped to [1, max_frames] (REFERENCE.md §3); (B,) long."""
         return torch.round(ratio * self.max_frames).long().clamp(1, self.max_frames)
 
     @torch.no_grad()
-    def generate(self, text_emb, text_mask, decode_fn, sample=True, rng=None, lengths=None):
+    def generate(self, text_emb, text_mask, decode_fn, sample=True, rng=None, lengths=None, spans=None):
         """Poses for a batch of sentences: a list of (N_i, 178, 3) tensors.
 
         Lengths are predicted (or given), the decoder runs once for the whole batch, and
@@ -264,7 +310,7 @@ class A2VSLP(nn.Module):
                     raise ValueError(f"lengths must hold one positive int per sample "
                                      f"({text_emb.shape[0]}), got {lengths.tolist()}")
             frame_mask = lengths_to_mask(lengths)                                     # (B, T)
-            mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)           # (B, T, 80)
+            mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask, spans)    # (B, T, 80)
             if sample:
                 eps = torch.randn(mu_hat.shape, generator=rng, device=mu_hat.device,
                                   dtype=mu_hat.dtype)                                 # (B, T, 80)
@@ -323,6 +369,23 @@ def gaussian_kl(mu_hat, logvar_hat, mu, logvar, frame_mask, logvar_floor=None):
     mh, lh, m, lv = (t[frame_mask] for t in (mu_hat, logvar_hat, mu, logvar))      # (n, 80)
     kl = 0.5 * (lv - lh + (lh.exp() + (mh - m) ** 2) * torch.exp(-lv) - 1.0)  # Eq. (4)  # (n, 80)
     return kl.sum(-1).mean()
+
+
+def guided_attention_loss(attention, prior, p, text_mask, frame_mask, width):
+    """Guided attention (Tachibana et al. 2018, for non-autoregressive TTS; not in the paper):
+    mean over layers and real frames of Σ_l a_tl · (1 − exp(−d_tl² / 2g²)), where d_tl is how far
+    frame t's prior position p_t lies outside token l's interval and g = `width` (normalised text
+    length). Attention on the tokens the prior places under a frame costs nothing; attention far
+    from the diagonal costs up to 1.
+
+    attention (layers, B, T, L); prior (B, L, 2) and p (B, T) from A2VSLP.alignment_prior.
+    """
+    start, end, pt = prior[..., 0][:, None], prior[..., 1][:, None], p[..., None]   # (B,1,L), (B,T,1)
+    d = (start - pt).clamp_min(0) + (pt - end).clamp_min(0)                          # (B, T, L)
+    penalty = 1.0 - torch.exp(-d ** 2 / (2 * width ** 2))                           # (B, T, L)
+    penalty = penalty.masked_fill(~text_mask[:, None], 0.0)
+    cost = (attention * penalty).sum(-1)                                            # (layers, B, T)
+    return cost[:, frame_mask].mean()
 
 
 def length_loss(ratio_hat, frames, max_frames):

@@ -16,11 +16,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_model(query="none", fusion="local", text_dim=12, max_frames=16, dropout=0.1, seed=0,
-               d_model=32, dec_layers=2, ff=64, time_queries="progress"):
+               d_model=32, dec_layers=2, ff=64, time_queries="progress", alignment="none"):
     torch.manual_seed(seed)
     model = G.A2VSLP(text_dim, d_model=d_model, enc_layers=1, enc_heads=4, dec_layers=dec_layers,
                      dec_heads=4, ff=ff, dropout=dropout, max_frames=max_frames, window=3,
-                     query=query, query_span=3, fusion=fusion, time_queries=time_queries)
+                     query=query, query_span=3, fusion=fusion, time_queries=time_queries,
+                     alignment=alignment, aligned_queries=alignment != "none")
     model.set_reference_pose(torch.randn(NUM_JOINTS, 3))
     return model
 
@@ -428,3 +429,90 @@ def test_tiny_model_fits_a_handful_of_pairs():
     decode = CountingDecoder()
     poses = model.generate(text, tmask, decode, sample=False)
     assert all(abs(len(p) - n) <= 1 for p, n in zip(poses, lengths)), [len(p) for p in poses]
+
+
+# ---------------------------------------------------------------------------------------------
+# The monotonic alignment prior (aligned queries, guided attention)
+# ---------------------------------------------------------------------------------------------
+
+SPANS = torch.tensor([[[0, 0], [0, 4], [4, 10], [10, 11], [11, 11]],      # [CLS] 3 tokens [SEP]
+                      [[0, 0], [0, 3], [3, 3], [0, 0], [0, 0]]], dtype=torch.float32)  # + padding
+TEXT_MASK = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+
+
+def naive_prior(spans, text_mask, n, alignment):
+    """Per sample: token intervals normalised to [0, 1] and p_t = (t + 0.5) / n, by plain loops."""
+    real = [(float(a), float(b)) for (a, b), m in zip(spans.tolist(), text_mask.tolist()) if m]
+    if alignment == "tokens":
+        ends, count = [], 0
+        for a, b in real:
+            count += b > a
+            ends.append((count - (b > a), count))
+        real = ends
+    total = max(b for _, b in real)
+    return [(a / total, b / total) for a, b in real], [(t + 0.5) / n for t in range(n)], total
+
+
+@pytest.mark.parametrize("alignment", ["chars", "tokens"])
+def test_aligned_text_reads_the_token_under_the_prior(alignment):
+    model = tiny_model(alignment=alignment, dropout=0.0)
+    frame_mask = G.lengths_to_mask(torch.tensor([9, 5]))
+    memory = torch.randn(2, 5, 32)
+    got = model.aligned_text(memory, SPANS, TEXT_MASK, frame_mask)                   # (2, 9, 32)
+    for b in range(2):
+        n = int(frame_mask[b].sum())
+        intervals, ps, total = naive_prior(SPANS[b], TEXT_MASK[b], n, alignment)
+        for t, p in enumerate(ps):
+            hits = [l for l, (a, e) in enumerate(intervals) if a <= p < e]
+            assert len(hits) == 1                                  # content tokens tile [0, 1)
+            l = hits[0]
+            offset = (p - intervals[l][0]) * total
+            want = model.align_proj(memory[b, l]) + G.sinusoidal_encoding(torch.tensor(4.0 * offset), 32)
+            torch.testing.assert_close(got[b, t], want, atol=1e-5, rtol=1e-5)
+
+
+def test_guided_attention_loss_matches_naive_loop():
+    torch.manual_seed(0)
+    model = tiny_model(alignment="chars")
+    frame_mask = G.lengths_to_mask(torch.tensor([7, 4]))
+    att = torch.softmax(torch.randn(3, 2, 7, 5).masked_fill(~TEXT_MASK[None, :, None], -1e9), -1)
+    prior, p, _ = model.alignment_prior(SPANS, TEXT_MASK, frame_mask)
+    g = 0.15
+    got = G.guided_attention_loss(att, prior, p, TEXT_MASK, frame_mask, g)
+    total, count = 0.0, 0
+    for layer in range(3):
+        for b in range(2):
+            n = int(frame_mask[b].sum())
+            intervals, ps, _ = naive_prior(SPANS[b], TEXT_MASK[b], n, "chars")
+            for t in range(n):
+                cost = 0.0
+                for l, (a, e) in enumerate(intervals):
+                    d = max(a - ps[t], 0.0, ps[t] - e)
+                    cost += float(att[layer, b, t, l]) * (1 - math.exp(-d * d / (2 * g * g)))
+                total, count = total + cost, count + 1
+    assert abs(float(got) - total / count) < 1e-6
+    # attention on the token under each frame costs nothing
+    on = torch.zeros(3, 2, 7, 5)
+    for b in range(2):
+        n = int(frame_mask[b].sum())
+        intervals, ps, _ = naive_prior(SPANS[b], TEXT_MASK[b], n, "chars")
+        for t in range(n):
+            on[:, b, t, [l for l, (a, e) in enumerate(intervals) if a <= ps[t] < e][0]] = 1.0
+    assert float(G.guided_attention_loss(on, prior, p, TEXT_MASK, frame_mask, g)) == 0.0
+
+
+def test_aligned_model_forward_and_generate_use_the_spans():
+    model = tiny_model(alignment="chars", dropout=0.0).eval()
+    text = torch.randn(2, 5, 12)
+    frame_mask = G.lengths_to_mask(torch.tensor([8, 6]))
+    out = model(text, TEXT_MASK, frame_mask, SPANS, return_attention=True)
+    assert out["attention"].shape == (2, 2, 8, 5)
+    torch.testing.assert_close(out["attention"].sum(-1)[:, frame_mask], torch.ones(2, 14))
+    other = SPANS.clone()
+    other[0, 2:4] = torch.tensor([[4.0, 5.0], [5.0, 11.0]])        # move a token boundary
+    changed = model(text, TEXT_MASK, frame_mask, other)["mu"]
+    assert (changed[0] - out["mu"][0]).abs().max() > 1e-2                # sample 0 reads other tokens
+    torch.testing.assert_close(changed[1], out["mu"][1], atol=1e-5, rtol=1e-5)   # sample 1 does not
+    poses = model.generate(text, TEXT_MASK, lambda z: z[..., None, :].expand(*z.shape[:-1], 2, LATENT),
+                           sample=False, lengths=[8, 6], spans=SPANS)
+    torch.testing.assert_close(poses[0][:, 0], out["mu"][0], atol=1e-5, rtol=1e-5)
