@@ -72,7 +72,8 @@ def cross_attention(model, text, bert, cache_dir=None, device="cpu"):
     n = int(model.predict_lengths(model.length_ratio(memory, text_mask)))
     frame_mask = torch.ones(1, n, dtype=torch.bool, device=device)
     spans = data.token_spans([text], bert)[text][None].to(device) if model.aligned_queries else None  # (1, L, 2)
-    attention = model.decode(memory, text_mask, frame_mask, spans, return_attention=True)[2].mean(0)[0]  # (N, L)
+    positions, _ = model.align(memory, text_mask, spans, frame_mask)
+    attention = model.decode(memory, text_mask, frame_mask, positions, return_attention=True)[2].mean(0)[0]  # (N, L)
     tokenizer = data.load_text_encoder(bert, with_model=False)[0]              # the tokens only
     tokens = tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=True, max_length=data.MAX_TOKENS)["input_ids"])
     return attention.cpu(), tokens

@@ -147,13 +147,11 @@ def get_args(argv=None, announce=True):
     gen.add_argument("--time-queries", default="progress", choices=["progress", "absolute"],
                      help="decoder queries: absolute = reference pose + PE(t), the paper's; progress = + PE of "
                           "t / (N - 1), so frames know the sentence's length (not in the paper)")
-    gen.add_argument("--alignment", default="chars", choices=G.ALIGNMENTS,
-                     help="monotonic alignment prior (not in the paper): frame t of N reads the text at "
-                     "(t+0.5)/N, at a constant rate of characters (chars) or subword tokens (tokens); "
-                     "none: the paper's decoder")
-    gen.add_argument("--aligned-queries", action=argparse.BooleanOptionalAction, default=True,
-                     help="add the token under the prior to each time query (not in the paper; "
-                     "off with --alignment none)")
+    gen.add_argument("--alignment", default="mas", choices=G.ALIGNMENTS,
+                     help="where in the text each frame is (not in the paper): mas = monotonic alignment "
+                     "search against learned anchors per character, a duration predictor at inference; "
+                     "chars / tokens = a constant rate of characters / subword tokens per frame; "
+                     "none = the paper's decoder")
     gen.add_argument("--guide-weight", type=float, default=1.0,
                      help="weight of the guided-attention loss on the cross-attention (not in the paper; "
                      "0 with --alignment none)")
@@ -189,8 +187,8 @@ def get_args(argv=None, announce=True):
     for name in ("epochs", "batch_size", "subsample", "max_frames", "query_span"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.alignment == "none":   # no prior: neither aligned queries nor a guide
-        args.aligned_queries, args.guide_weight = False, 0.0
+    if args.alignment == "none":   # no alignment: nothing to guide the cross-attention toward
+        args.guide_weight = 0.0
     args.cache_dir = args.cache_dir or os.path.join(args.out_dir, "cache")
     return args
 
@@ -248,7 +246,7 @@ def generator_stage(args, train, dev, device, distributed):
     model_args = dict(text_dim=next(iter(emb.values())).shape[-1], max_frames=max_frames, query_span=args.query_span,
                       **{k: getattr(args, k) for k in ("d_model", "enc_layers", "enc_heads", "dec_layers", "dec_heads",
                                                        "ff", "dropout", "window", "query", "fusion", "time_queries",
-                                                       "alignment", "aligned_queries")})
+                                                       "alignment")})
     model = G.A2VSLP(**model_args)
     # §3.2: the stationary reference pose (hands resting down). Estimated as the per-coordinate
     # median of the first frame of every training sequence (signing starts from rest).
@@ -272,15 +270,20 @@ def generator_stage(args, train, dev, device, distributed):
         mask = batch["frame_mask"]                                         # (B, T)
         mu, logvar = batch["latent"].chunk(2, -1)                          # (B, T, 80) each
         guide = args.guide_weight > 0 and m.training
-        out = m(batch["text_emb"], batch["text_mask"], mask, batch.get("text_spans"), return_attention=guide)
+        out = m(batch["text_emb"], batch["text_mask"], mask, batch.get("text_spans"), target_mu=mu,
+                return_attention=guide)
         weights = boost.weights(face=fixed["face"], body=1.0) if boost is not None else fixed
         l1, terms = G.latent_l1_loss(out["mu"], out["logvar"], mu, logvar, mask, weights, floor,
                                      args.logvar_weight)                                    # Eq. (3)
         length = G.length_loss(out["length_ratio"], batch["lengths"], max_frames)
         total = l1 + args.length_weight * length
         logs = {"latent_l1": l1, "length": length, **{f"L_{a}": t for a, t in terms.items()}}
+        for k in ("anchor", "duration"):   # the alignment search's anchors and the duration predictor
+            if k in out:
+                logs[k] = out[k]
+                total = total + out[k]
         if guide:
-            prior, p, _ = model.alignment_prior(batch["text_spans"], batch["text_mask"], mask)
+            p, prior = out["positions"]
             logs["guide"] = G.guided_attention_loss(out["attention"], prior, p, batch["text_mask"], mask, args.guide_width)
             total = total + args.guide_weight * logs["guide"]
         if args.phase == 2:

@@ -21,7 +21,7 @@ def tiny_model(query="none", fusion="local", text_dim=12, max_frames=16, dropout
     model = G.A2VSLP(text_dim, d_model=d_model, enc_layers=1, enc_heads=4, dec_layers=dec_layers,
                      dec_heads=4, ff=ff, dropout=dropout, max_frames=max_frames, window=3,
                      query=query, query_span=3, fusion=fusion, time_queries=time_queries,
-                     alignment=alignment, aligned_queries=alignment != "none")
+                     alignment=alignment)
     model.set_reference_pose(torch.randn(NUM_JOINTS, 3))
     return model
 
@@ -305,7 +305,7 @@ def test_forward_shapes_and_input_errors():
         model(torch.randn(2, 4, 7), tmask, fmask)
     with pytest.raises(AssertionError, match="empty"):
         model(text, tmask, torch.zeros(2, 6, dtype=torch.bool))
-    unset = G.A2VSLP(12, d_model=32, enc_layers=1, dec_layers=1, dec_heads=4, ff=64)
+    unset = G.A2VSLP(12, d_model=32, enc_layers=1, dec_layers=1, dec_heads=4, ff=64, alignment="none")
     with pytest.raises(RuntimeError, match="reference pose"):
         unset(text, tmask, fmask)
     with pytest.raises(AssertionError, match="178x3"):
@@ -440,35 +440,117 @@ SPANS = torch.tensor([[[0, 0], [0, 4], [4, 10], [10, 11], [11, 11]],      # [CLS
 TEXT_MASK = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
 
 
-def naive_prior(spans, text_mask, n, alignment):
-    """Per sample: token intervals normalised to [0, 1] and p_t = (t + 0.5) / n, by plain loops."""
-    real = [(float(a), float(b)) for (a, b), m in zip(spans.tolist(), text_mask.tolist()) if m]
-    if alignment == "tokens":
-        ends, count = [], 0
-        for a, b in real:
-            count += b > a
-            ends.append((count - (b > a), count))
-        real = ends
-    total = max(b for _, b in real)
-    return [(a / total, b / total) for a, b in real], [(t + 0.5) / n for t in range(n)], total
+def naive_units(spans, text_mask, alignment):
+    """Per sample, by plain loops: each real token's [start, end) on the unit axis."""
+    out, pos = [], 0.0
+    for (a, b), m in zip(spans.tolist(), text_mask.tolist()):
+        if m:
+            width = 1.0 if alignment == "tokens" else max(b - a, 1.0)
+            out.append((pos, pos + width))
+            pos += width
+    return out
+
+
+def naive_positions(durations, n):
+    """q_t for t < n by walking along the units."""
+    q, start = [], 0.0
+    for u, d in enumerate(durations):
+        while len(q) < n and len(q) + 0.5 < start + d:
+            q.append(u + min(max((len(q) + 0.5 - start) / d, 0.0), 1.0))
+        start += d
+    return q
 
 
 @pytest.mark.parametrize("alignment", ["chars", "tokens"])
-def test_aligned_text_reads_the_token_under_the_prior(alignment):
+def test_constant_rate_alignment_reads_the_token_under_each_frame(alignment):
     model = tiny_model(alignment=alignment, dropout=0.0)
     frame_mask = G.lengths_to_mask(torch.tensor([9, 5]))
     memory = torch.randn(2, 5, 32)
-    got = model.aligned_text(memory, SPANS, TEXT_MASK, frame_mask)                   # (2, 9, 32)
+    (q, intervals), extra = model.align(memory, TEXT_MASK, SPANS, frame_mask)
+    assert extra.keys() == {"positions"}
     for b in range(2):
         n = int(frame_mask[b].sum())
-        intervals, ps, total = naive_prior(SPANS[b], TEXT_MASK[b], n, alignment)
-        for t, p in enumerate(ps):
-            hits = [l for l, (a, e) in enumerate(intervals) if a <= p < e]
-            assert len(hits) == 1                                  # content tokens tile [0, 1)
-            l = hits[0]
-            offset = (p - intervals[l][0]) * total
-            want = model.align_proj(memory[b, l]) + G.sinusoidal_encoding(torch.tensor(4.0 * offset), 32)
-            torch.testing.assert_close(got[b, t], want, atol=1e-5, rtol=1e-5)
+        tokens = naive_units(SPANS[b], TEXT_MASK[b], alignment)
+        units = tokens[-1][1]
+        want_q = naive_positions([n / units] * int(units), n)       # constant rate: q_t = (t+.5)/n·U
+        torch.testing.assert_close(q[b, :n], torch.tensor(want_q), atol=1e-5, rtol=0)
+        torch.testing.assert_close(intervals[b, :len(tokens)], torch.tensor(tokens))
+        got = model.decode(memory, TEXT_MASK, frame_mask, (q, intervals))  # runs with the positions
+        feats = model.text_features(memory, intervals, TEXT_MASK, q)
+        for t in range(n):
+            l = [i for i, (s, e) in enumerate(tokens) if s <= want_q[t] < e][0]
+            want = model.align_proj(memory[b, l]) + G.sinusoidal_encoding(
+                torch.tensor(4.0 * (want_q[t] - tokens[l][0])), 32)
+            torch.testing.assert_close(feats[b, t], want, atol=1e-5, rtol=1e-5)
+
+
+def test_frame_positions_match_a_walk_along_the_units():
+    durations = torch.tensor([[2.0, 3.0, 1.0, 0.0], [1.5, 0.5, 2.25, 3.75]])
+    frame_mask = G.lengths_to_mask(torch.tensor([6, 8]))
+    q = G.frame_positions(durations, frame_mask)
+    for b in range(2):
+        n = int(frame_mask[b].sum())
+        torch.testing.assert_close(q[b, :n], torch.tensor(naive_positions(durations[b].tolist(), n)))
+    assert float(q[0, 6:].abs().sum()) == 0.0
+
+
+def brute_force_alignment(cost, n, u):
+    """The least-cost monotonic path by trying every split of n frames into u runs of >= 1 frame."""
+    import itertools
+    best = None
+    for cuts in itertools.combinations(range(1, n), u - 1):
+        bounds = (0,) + cuts + (n,)
+        total = sum(float(cost[t, k]) for k in range(u) for t in range(bounds[k], bounds[k + 1]))
+        if best is None or total < best[0]:
+            best = (total, [bounds[k + 1] - bounds[k] for k in range(u)])
+    return best[1]
+
+
+def test_monotonic_alignment_finds_the_least_cost_path():
+    g = torch.Generator().manual_seed(3)
+    cost = torch.rand(3, 8, 4, generator=g, dtype=torch.float64)
+    frame_mask = G.lengths_to_mask(torch.tensor([8, 6, 3]))
+    unit_mask = G.lengths_to_mask(torch.tensor([4, 3, 4]))
+    d = G.monotonic_alignment(cost, frame_mask, unit_mask)
+    for b, (n, u) in enumerate([(8, 4), (6, 3)]):
+        assert d[b, :u].tolist() == brute_force_alignment(cost[b], n, u)
+        assert float(d[b, u:].sum()) == 0.0
+    assert d[2].tolist() == [0.75] * 4           # 3 frames cannot cover 4 units: equal shares
+    # a cost that is low on a known staircase is found exactly
+    stairs = torch.ones(1, 9, 3)
+    for t, k in enumerate([0, 0, 1, 1, 1, 1, 2, 2, 2]):
+        stairs[0, t, k] = 0.0
+    assert G.monotonic_alignment(stairs, G.lengths_to_mask(torch.tensor([9])),
+                                 G.lengths_to_mask(torch.tensor([3]))).tolist() == [[2.0, 4.0, 3.0]]
+
+
+def test_mas_alignment_losses_and_durations():
+    torch.manual_seed(0)
+    model = tiny_model(alignment="mas", dropout=0.0)
+    frame_mask = G.lengths_to_mask(torch.tensor([14, 9]))
+    text = torch.randn(2, 5, 12)
+    target = torch.randn(2, 14, LATENT)
+    out = model(text, TEXT_MASK, frame_mask, SPANS, target_mu=target)
+    assert set(out) >= {"anchor", "duration", "positions"}
+    memory = model.encode_text(text, TEXT_MASK)
+    d, intervals, _ = model.durations(memory, TEXT_MASK, SPANS, frame_mask, target)
+    assert d.sum(1).tolist() == [14.0, 9.0] and d.shape == (2, 13)      # units: 1+4+6+1+1 and 1+3+1
+    assert bool((d[0] >= 1).all() and (d[1, :5] >= 1).all()) and float(d[1, 5:].sum()) == 0.0
+    # the anchor loss is the anchors' squared error along the path that the search returns
+    feats = model.unit_features(memory, intervals, TEXT_MASK)
+    anchors = model.anchor_head(feats)
+    errs = []
+    for b in range(2):
+        t = 0
+        for u, k in enumerate(d[b].long().tolist()):
+            for _ in range(k):
+                errs.append(float(((target[b, t] - anchors[b, u]) ** 2).mean().detach()))
+                t += 1
+    assert abs(float(out["anchor"]) - sum(errs) / len(errs)) < 1e-5
+    # at inference: predicted durations, rescaled to the frames
+    d_hat, _, losses = model.durations(memory, TEXT_MASK, SPANS, frame_mask)
+    torch.testing.assert_close(d_hat.sum(1), torch.tensor([14.0, 9.0]))
+    assert losses == {} and float(d_hat[1, 5:].abs().sum()) == 0.0
 
 
 def test_guided_attention_loss_matches_naive_loop():
@@ -476,14 +558,17 @@ def test_guided_attention_loss_matches_naive_loop():
     model = tiny_model(alignment="chars")
     frame_mask = G.lengths_to_mask(torch.tensor([7, 4]))
     att = torch.softmax(torch.randn(3, 2, 7, 5).masked_fill(~TEXT_MASK[None, :, None], -1e9), -1)
-    prior, p, _ = model.alignment_prior(SPANS, TEXT_MASK, frame_mask)
+    p, prior = model.align(torch.randn(2, 5, 32), TEXT_MASK, SPANS, frame_mask)[1]["positions"]
     g = 0.15
     got = G.guided_attention_loss(att, prior, p, TEXT_MASK, frame_mask, g)
     total, count = 0.0, 0
     for layer in range(3):
         for b in range(2):
             n = int(frame_mask[b].sum())
-            intervals, ps, _ = naive_prior(SPANS[b], TEXT_MASK[b], n, "chars")
+            tokens = naive_units(SPANS[b], TEXT_MASK[b], "chars")
+            units = tokens[-1][1]
+            intervals = [(a / units, e / units) for a, e in tokens]
+            ps = [(t + 0.5) / n for t in range(n)]
             for t in range(n):
                 cost = 0.0
                 for l, (a, e) in enumerate(intervals):
@@ -495,7 +580,9 @@ def test_guided_attention_loss_matches_naive_loop():
     on = torch.zeros(3, 2, 7, 5)
     for b in range(2):
         n = int(frame_mask[b].sum())
-        intervals, ps, _ = naive_prior(SPANS[b], TEXT_MASK[b], n, "chars")
+        tokens = naive_units(SPANS[b], TEXT_MASK[b], "chars")
+        intervals = [(a / tokens[-1][1], e / tokens[-1][1]) for a, e in tokens]
+        ps = [(t + 0.5) / n for t in range(n)]
         for t in range(n):
             on[:, b, t, [l for l, (a, e) in enumerate(intervals) if a <= ps[t] < e][0]] = 1.0
     assert float(G.guided_attention_loss(on, prior, p, TEXT_MASK, frame_mask, g)) == 0.0
