@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import ARTICULATOR_ORDER, NUM_JOINTS
+from data import ARTICULATOR_ORDER, CHAR_BUCKETS, NUM_JOINTS
 from gloss_attention import GlossAttention
 from vae import LATENT_SIZES, split_articulators
 
@@ -132,16 +132,16 @@ class A2VSLP(nn.Module):
 
     def __init__(self, text_dim, d_model=512, enc_layers=3, enc_heads=4, dec_layers=6, dec_heads=8,
                  ff=1024, dropout=0.1, max_frames=300, window=3, query="none", query_span=3, fusion="local",
-                 latent_dim=80, time_queries="progress", alignment="mas"):
+                 latent_dim=80, time_queries="progress", alignment="mas", char_embedding=True):
         super().__init__()
         assert d_model % enc_heads == 0 and d_model % dec_heads == 0, "d_model must be divisible by the heads"
         assert 0.0 <= dropout < 1.0 and time_queries in TIME_QUERIES, (dropout, time_queries)
-        assert alignment in ALIGNMENTS, alignment
+        assert alignment in ALIGNMENTS and not (char_embedding and alignment == "none"), alignment
         self.config = dict(text_dim=text_dim, d_model=d_model, enc_layers=enc_layers,
                            enc_heads=enc_heads, dec_layers=dec_layers, dec_heads=dec_heads, ff=ff,
                            dropout=dropout, max_frames=max_frames, window=window, query=query,
                            query_span=query_span, fusion=fusion, latent_dim=latent_dim, time_queries=time_queries,
-                           alignment=alignment)
+                           alignment=alignment, char_embedding=char_embedding)
         self.text_dim, self.d_model = text_dim, d_model
         self.time_query_kind = time_queries
         self.max_frames, self.latent_dim = max_frames, latent_dim
@@ -164,6 +164,9 @@ class A2VSLP(nn.Module):
         # Aligned queries: the projected encoder state of the token under each frame (not in the paper);
         # with "mas" also an anchor latent and a log-duration per unit of text.
         self.align_proj = nn.Linear(d_model, d_model) if self.aligned_queries else None
+        # The character under each unit (not in the paper): in fingerspelling it is the sign itself,
+        # which subword states (one for "berlin") carry only implicitly.
+        self.char_embedding = nn.Embedding(CHAR_BUCKETS, d_model) if char_embedding else None
         self.anchor_head = nn.Linear(d_model, latent_dim) if alignment == "mas" else None
         self.duration_head = nn.Linear(d_model, 1) if alignment == "mas" else None
 
@@ -218,7 +221,7 @@ class A2VSLP(nn.Module):
     def text_units(self, spans, text_mask):
         """Units of text per token (B, L) and each token's interval [S, E) on the unit axis (B, L, 2).
 
-        spans (B, L, 2): [start, end) of each token in characters (data.token_spans); a token has
+        spans (B, L, 2): [start, end) of each token in characters (data.text_layout); a token has
         max(characters, 1) units ([CLS] and [SEP] one), or 1 each with alignment "tokens".
         """
         if self.alignment == "tokens":
@@ -228,28 +231,35 @@ class A2VSLP(nn.Module):
         end = units.cumsum(1)                                                           # (B, L)
         return units, torch.stack([end - units, end], -1)                               # (B, L, 2)
 
-    def text_features(self, memory, intervals, text_mask, q):
+    def text_features(self, memory, intervals, text_mask, q, chars):
         """At text positions q (B, X) on the unit axis: the projected state of the token that holds
-        q, plus PE(4 × (q − its start)), i.e. how many characters into the token; (B, X, D)."""
+        q, plus PE(4 × (q − its start)), i.e. how many characters into the token, plus the embedding
+        of the character at q (chars (B, U), data.text_layout) when the model has one; (B, X, D)."""
         start, end = intervals[..., 0][:, None], intervals[..., 1][:, None]             # (B, 1, L)
         inside = ((start <= q[..., None]) & (q[..., None] < end) & text_mask[:, None]).to(memory.dtype)
         token = self.align_proj(inside @ memory)                                        # (B, X, D)
         offset = (inside * (q[..., None] - start)).sum(-1)                              # (B, X)
-        return token + sinusoidal_encoding(4.0 * offset, self.d_model, memory.device, memory.dtype)
+        x = token + sinusoidal_encoding(4.0 * offset, self.d_model, memory.device, memory.dtype)
+        if self.char_embedding is not None:
+            unit = q.long().clamp(0, chars.shape[1] - 1)                                # (B, X)
+            x = x + self.char_embedding(chars.gather(1, unit))                          # (B, X, D)
+        return x
 
-    def unit_features(self, memory, intervals, text_mask):
+    def unit_features(self, memory, intervals, text_mask, chars):
         """text_features at the centre of every unit (B, U, D), U = the most units of a sample."""
         U = int(intervals[..., 1].amax().round())
         centres = torch.arange(U, device=memory.device, dtype=memory.dtype)[None] + 0.5   # (1, U)
-        return self.text_features(memory, intervals, text_mask, centres.expand(memory.shape[0], U))
+        return self.text_features(memory, intervals, text_mask, centres.expand(memory.shape[0], U), chars)
 
-    def durations(self, memory, text_mask, spans, frame_mask, target_mu=None):
-        """Frames per unit of text (B, U), summing to each sample's frame count, and with "mas" the
-        alignment losses: the anchors' squared error along the alignment and the log-duration L1.
+    def durations(self, memory, text_mask, layout, frame_mask, target_mu=None):
+        """Frames per unit of text (B, U), summing to each sample's frame count, the tokens' intervals
+        on the unit axis (B, L, 2), and with "mas" the alignment losses: the anchors' squared error
+        along the alignment and the log-duration L1. layout: (spans (B, L, 2), chars (B, U)).
 
         "mas" with target_mu (B, T, 80): the monotonic alignment of the target latents to the units'
         anchors; without: the duration predictor, rescaled to the frames. Else a constant rate.
         """
+        spans, chars = layout
         units, intervals = self.text_units(spans, text_mask)
         n_units = units.sum(1)                                                          # (B,)
         U = int(n_units.max().round())
@@ -258,7 +268,7 @@ class A2VSLP(nn.Module):
         losses = {}
         if self.alignment != "mas":
             return unit_mask * (frames / n_units)[:, None], intervals, losses           # (B, U)
-        feats = self.unit_features(memory, intervals, text_mask)                        # (B, U, D)
+        feats = self.unit_features(memory, intervals, text_mask, chars)                 # (B, U, D)
         log_d = self.duration_head(feats.detach()).squeeze(-1)                          # (B, U)
         if target_mu is None:
             d = torch.exp(log_d).masked_fill(~unit_mask, 0.0)                           # (B, U)
@@ -277,15 +287,14 @@ class A2VSLP(nn.Module):
     def decode(self, memory, text_mask, frame_mask, positions=None, return_attention=False):
         """One non-autoregressive pass: μ̂ and log σ̂², each (B, T, latent_dim).
 
-        positions: (q (B, T), intervals (B, L, 2)), every frame's place on the text's unit axis
-        (frame_positions) and the tokens' intervals on it, needed with aligned queries.
+        positions: (q (B, T), intervals (B, L, 2), chars (B, U)), every frame's place on the text's
+        unit axis (frame_positions), the tokens' intervals and the characters on it (aligned queries).
         return_attention=True also returns the cross-attention weights (layers, B, T, L), averaged
         over the heads: which words each frame reads.
         """
         x = self.time_queries(frame_mask)                                             # (B, T, D)
         if self.aligned_queries:
-            q, intervals = positions
-            x = x + self.text_features(memory, intervals, text_mask, q)               # (B, T, D)
+            x = x + self.text_features(memory, positions[1], text_mask, positions[0], positions[2])  # (B, T, D)
         attention = []
         for layer in self.decoder_layers:
             x = layer(x, frame_mask, memory, text_mask, attention if return_attention else None)
@@ -306,10 +315,11 @@ class A2VSLP(nn.Module):
             raise ValueError(f"text_mask length {text_mask.shape[1]} != text_emb length "
                              f"{text_emb.shape[1]}")
 
-    def forward(self, text_emb, text_mask, frame_mask, spans=None, target_mu=None, return_attention=False):
+    def forward(self, text_emb, text_mask, frame_mask, layout=None, target_mu=None, return_attention=False):
         """Teacher-forced length: T and frame_mask come from the target sequences.
 
-        text_emb (B, L, text_dim), text_mask (B, L), frame_mask (B, T), spans (B, L, 2) →
+        text_emb (B, L, text_dim), text_mask (B, L), frame_mask (B, T), layout (spans (B, L, 2),
+        chars (B, U)) from data.text_layout, needed with an alignment →
         dict(mu=(B, T, 80), logvar=(B, T, 80), length_ratio=(B,)), and with return_attention the
         cross-attention weights (layers, B, T, L). With aligned queries also `positions` (see
         align) and, with "mas" and the target means target_mu (B, T, 80), the alignment losses.
@@ -318,30 +328,30 @@ class A2VSLP(nn.Module):
         assert text_mask.dtype == frame_mask.dtype == torch.bool, "text_mask and frame_mask must be bool tensors"
         assert bool(text_mask.any(1).all() and frame_mask.any(1).all()), "a mask row is empty (an empty sequence)"
         memory = self.encode_text(text_emb, text_mask)                                # (B, L, D)
-        positions, result = self.align(memory, text_mask, spans, frame_mask, target_mu)
+        positions, result = self.align(memory, text_mask, layout, frame_mask, target_mu)
         out = self.decode(memory, text_mask, frame_mask, positions, return_attention)  # (B, T, 80) ×2
         result.update(mu=out[0], logvar=out[1], length_ratio=self.length_ratio(memory, text_mask))
         if return_attention:
             result["attention"] = out[2]                                              # (layers, B, T, L)
         return result
 
-    def align(self, memory, text_mask, spans, frame_mask, target_mu=None):
-        """((q, intervals) for decode, dict(positions=(p (B, T), token intervals (B, L, 2)) on the
-        text axis normalised to [0, 1], the alignment losses)); (None, {}) without alignment."""
+    def align(self, memory, text_mask, layout, frame_mask, target_mu=None):
+        """((q, intervals, chars) for decode, dict(positions=(p (B, T), token intervals (B, L, 2)) on
+        the text axis normalised to [0, 1], the alignment losses)); (None, {}) without alignment."""
         if not self.aligned_queries:
             return None, {}
-        assert spans is not None, "aligned queries need the tokens' character spans"
-        d, intervals, losses = self.durations(memory, text_mask, spans, frame_mask, target_mu)
+        assert layout is not None, "aligned queries need the text layout (data.text_layout)"
+        d, intervals, losses = self.durations(memory, text_mask, layout, frame_mask, target_mu)
         q = frame_positions(d, frame_mask)                                            # (B, T)
         total = intervals[..., 1].amax(1)[:, None]                                    # (B, 1)
-        return (q, intervals), dict(positions=(q / total, intervals / total[..., None]), **losses)
+        return (q, intervals, layout[1]), dict(positions=(q / total, intervals / total[..., None]), **losses)
 
     def predict_lengths(self, ratio):
         """round(ratio * max_frames) clamped to [1, max_frames] (REFERENCE.md §3); (B,) long."""
         return torch.round(ratio * self.max_frames).long().clamp(1, self.max_frames)
 
     @torch.no_grad()
-    def generate(self, text_emb, text_mask, decode_fn, sample=True, rng=None, lengths=None, spans=None):
+    def generate(self, text_emb, text_mask, decode_fn, sample=True, rng=None, lengths=None, layout=None):
         """Poses for a batch of sentences: a list of (N_i, 178, 3) tensors.
 
         Lengths are predicted (or given), the decoder runs once for the whole batch, and
@@ -363,7 +373,7 @@ class A2VSLP(nn.Module):
                     raise ValueError(f"lengths must hold one positive int per sample "
                                      f"({text_emb.shape[0]}), got {lengths.tolist()}")
             frame_mask = lengths_to_mask(lengths)                                     # (B, T)
-            positions, _ = self.align(memory, text_mask, spans, frame_mask)
+            positions, _ = self.align(memory, text_mask, layout, frame_mask)
             mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask, positions)  # (B, T, 80)
             if sample:
                 eps = torch.randn(mu_hat.shape, generator=rng, device=mu_hat.device,

@@ -50,14 +50,15 @@ def generate_poses(model, vae, texts, bert, sample=True, seed=0, batch_size=32, 
     if next(iter(emb.values())).shape[-1] != model.text_dim:
         raise DataError(f"text encoder {bert!r} gives width {next(iter(emb.values())).shape[-1]}, "
                         f"the generator expects {model.text_dim}")
-    spans = data.token_spans(texts, bert) if model.aligned_queries else None
+    layouts = data.text_layout(texts, bert) if model.aligned_queries else None
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for i in range(0, len(texts), batch_size):
         text_emb, text_mask = data.pad_stack([emb[t] for t in texts[i:i + batch_size]])   # (b, L, E), (b, L)
-        span = data.pad_stack([spans[t] for t in texts[i:i + batch_size]])[0].to(device) if spans else None
+        layout = None if layouts is None else tuple(
+            data.pad_stack([layouts[t][k] for t in texts[i:i + batch_size]])[0].to(device) for k in (0, 1))
         poses = model.generate(text_emb.to(device), text_mask.to(device), vae.decode, sample=sample, rng=gen,
-                               spans=span)
+                               layout=layout)
         out += [p.float().cpu() for p in poses]
     return out
 
@@ -71,8 +72,8 @@ def cross_attention(model, text, bert, cache_dir=None, device="cpu"):
     memory = model.encode_text(text_emb, text_mask)                                    # (1, L, D)
     n = int(model.predict_lengths(model.length_ratio(memory, text_mask)))
     frame_mask = torch.ones(1, n, dtype=torch.bool, device=device)
-    spans = data.token_spans([text], bert)[text][None].to(device) if model.aligned_queries else None  # (1, L, 2)
-    positions, _ = model.align(memory, text_mask, spans, frame_mask)
+    layout = tuple(x[None].to(device) for x in data.text_layout([text], bert)[text]) if model.aligned_queries else None
+    positions, _ = model.align(memory, text_mask, layout, frame_mask)
     attention = model.decode(memory, text_mask, frame_mask, positions, return_attention=True)[2].mean(0)[0]  # (N, L)
     tokenizer = data.load_text_encoder(bert, with_model=False)[0]              # the tokens only
     tokens = tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=True, max_length=data.MAX_TOKENS)["input_ids"])

@@ -1,6 +1,6 @@
 """Fingerspelling mode of the built-in corpus (`python -m corpus --mode fingerspelling`).
 
-Short texts of 1-3 words (names, places, a few nouns), each word spelled letter by letter with a
+Short texts of 1-3 words (names, places, a few nouns, made-up names), each word spelled letter by letter with a
 two-handed manual alphabet: every letter is a hand shape and palm orientation of the right hand
 together with a shape and orientation of the left hand, held ~8-12 frames at 25 fps, joined by
 transitions of 2-4 frames. Both hands stay in a small space in front of the chest and only drift a
@@ -33,7 +33,7 @@ RIGHT_ORIENTATIONS = ("up_fwd", "up_side", "fwd_side", "side_body")
 LEFT_SHAPES = ("B", "5", "1", "V", "S", "C")
 LEFT_ORIENTATIONS = ("up_body", "fwd_up", "up_side")
 
-WORDS = (
+COMMON_WORDS = (
     # first names
     "anna", "paul", "lena", "jonas", "marie", "felix", "emma", "lukas", "sophie", "max", "mia",
     "leon", "clara", "tim", "hanna", "jakob", "nina", "erik", "laura", "oskar", "greta", "ben",
@@ -46,6 +46,29 @@ WORDS = (
     "kaffee", "pizza", "taxi", "hotel", "radio", "video", "email", "bank", "kino", "park",
     "zoo", "yoga", "jazz", "boxen", "quiz", "fax",
 )
+VOCABULARY_SIZE = 320   # common words plus made-up names: most words occur in only a few sentences
+VOCABULARY_SEED = 25
+
+
+@functools.lru_cache(maxsize=1)
+def vocabulary():
+    """The words of the mode: COMMON_WORDS, then made-up names of 2-3 syllables up to
+    VOCABULARY_SIZE. Like the names, places and rare words that people fingerspell, the names
+    split into several subword tokens, and the words are many: a word occurs in ~2-3 of 400
+    training sentences, so a model must spell, not recall whole words."""
+    rng = np.random.default_rng(VOCABULARY_SEED)
+    onsets = ("b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
+              "br", "ch", "fr", "gr", "kl", "sch", "st", "tr", "qu", "x", "y")
+    vowels = ("a", "e", "i", "o", "u", "au", "ei", "y")
+    codas = ("", "", "", "n", "r", "s", "l", "m", "t", "x", "k")
+    words, seen = list(COMMON_WORDS), set(COMMON_WORDS)
+    while len(words) < VOCABULARY_SIZE:
+        word = "".join(onsets[rng.integers(len(onsets))] + vowels[rng.integers(len(vowels))]
+                       for _ in range(int(rng.integers(2, 4)))) + codas[rng.integers(len(codas))]
+        if 3 <= len(word) <= 9 and word not in seen:
+            words.append(word)
+            seen.add(word)
+    return tuple(words)
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,13 +97,13 @@ def make_sentence(rng):
     is one fingerspelled sign)."""
     while True:
         count = int(rng.choice(3, p=(0.3, 0.45, 0.25))) + 1
-        words = [WORDS[i] for i in rng.choice(len(WORDS), size=count, replace=False)]
+        words = [vocabulary()[i] for i in rng.choice(VOCABULARY_SIZE, size=count, replace=False)]
         if sum(map(len, words)) <= MAX_LETTERS:
             return " ".join(words), " ".join(w.upper() for w in words)
 
 
 def gloss_inventory():
-    return tuple(sorted(w.upper() for w in WORDS))
+    return tuple(sorted(w.upper() for w in vocabulary()))
 
 
 def _letter_hands(letter, position, geo, n, rng):

@@ -16,12 +16,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_model(query="none", fusion="local", text_dim=12, max_frames=16, dropout=0.1, seed=0,
-               d_model=32, dec_layers=2, ff=64, time_queries="progress", alignment="none"):
+               d_model=32, dec_layers=2, ff=64, time_queries="progress", alignment="none", char_embedding=None):
     torch.manual_seed(seed)
     model = G.A2VSLP(text_dim, d_model=d_model, enc_layers=1, enc_heads=4, dec_layers=dec_layers,
                      dec_heads=4, ff=ff, dropout=dropout, max_frames=max_frames, window=3,
                      query=query, query_span=3, fusion=fusion, time_queries=time_queries,
-                     alignment=alignment)
+                     alignment=alignment,
+                     char_embedding=alignment != "none" if char_embedding is None else char_embedding)
     model.set_reference_pose(torch.randn(NUM_JOINTS, 3))
     return model
 
@@ -305,7 +306,8 @@ def test_forward_shapes_and_input_errors():
         model(torch.randn(2, 4, 7), tmask, fmask)
     with pytest.raises(AssertionError, match="empty"):
         model(text, tmask, torch.zeros(2, 6, dtype=torch.bool))
-    unset = G.A2VSLP(12, d_model=32, enc_layers=1, dec_layers=1, dec_heads=4, ff=64, alignment="none")
+    unset = G.A2VSLP(12, d_model=32, enc_layers=1, dec_layers=1, dec_heads=4, ff=64, alignment="none",
+                     char_embedding=False)
     with pytest.raises(RuntimeError, match="reference pose"):
         unset(text, tmask, fmask)
     with pytest.raises(AssertionError, match="178x3"):
@@ -438,6 +440,9 @@ def test_tiny_model_fits_a_handful_of_pairs():
 SPANS = torch.tensor([[[0, 0], [0, 4], [4, 10], [10, 11], [11, 11]],      # [CLS] 3 tokens [SEP]
                       [[0, 0], [0, 3], [3, 3], [0, 0], [0, 0]]], dtype=torch.float32)  # + padding
 TEXT_MASK = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+# one character id per unit: [CLS], 4 + 6 + 1 characters, [SEP]; [CLS], 3 characters, [SEP]
+CHARS = torch.tensor([[0, 5, 9, 9, 3, 1, 7, 7, 2, 8, 4, 6, 0], [0, 3, 2, 9, 0] + [0] * 8])
+LAYOUT = (SPANS, CHARS)
 
 
 def naive_units(spans, text_mask, alignment):
@@ -466,7 +471,7 @@ def test_constant_rate_alignment_reads_the_token_under_each_frame(alignment):
     model = tiny_model(alignment=alignment, dropout=0.0)
     frame_mask = G.lengths_to_mask(torch.tensor([9, 5]))
     memory = torch.randn(2, 5, 32)
-    (q, intervals), extra = model.align(memory, TEXT_MASK, SPANS, frame_mask)
+    (q, intervals, chars), extra = model.align(memory, TEXT_MASK, LAYOUT, frame_mask)
     assert extra.keys() == {"positions"}
     for b in range(2):
         n = int(frame_mask[b].sum())
@@ -475,12 +480,13 @@ def test_constant_rate_alignment_reads_the_token_under_each_frame(alignment):
         want_q = naive_positions([n / units] * int(units), n)       # constant rate: q_t = (t+.5)/n·U
         torch.testing.assert_close(q[b, :n], torch.tensor(want_q), atol=1e-5, rtol=0)
         torch.testing.assert_close(intervals[b, :len(tokens)], torch.tensor(tokens))
-        got = model.decode(memory, TEXT_MASK, frame_mask, (q, intervals))  # runs with the positions
-        feats = model.text_features(memory, intervals, TEXT_MASK, q)
+        got = model.decode(memory, TEXT_MASK, frame_mask, (q, intervals, chars))  # runs with the positions
+        feats = model.text_features(memory, intervals, TEXT_MASK, q, chars)
         for t in range(n):
             l = [i for i, (s, e) in enumerate(tokens) if s <= want_q[t] < e][0]
             want = model.align_proj(memory[b, l]) + G.sinusoidal_encoding(
-                torch.tensor(4.0 * (want_q[t] - tokens[l][0])), 32)
+                torch.tensor(4.0 * (want_q[t] - tokens[l][0])), 32) \
+                + model.char_embedding.weight[CHARS[b, int(want_q[t])]]
             torch.testing.assert_close(feats[b, t], want, atol=1e-5, rtol=1e-5)
 
 
@@ -530,14 +536,14 @@ def test_mas_alignment_losses_and_durations():
     frame_mask = G.lengths_to_mask(torch.tensor([14, 9]))
     text = torch.randn(2, 5, 12)
     target = torch.randn(2, 14, LATENT)
-    out = model(text, TEXT_MASK, frame_mask, SPANS, target_mu=target)
+    out = model(text, TEXT_MASK, frame_mask, LAYOUT, target_mu=target)
     assert set(out) >= {"anchor", "duration", "positions"}
     memory = model.encode_text(text, TEXT_MASK)
-    d, intervals, _ = model.durations(memory, TEXT_MASK, SPANS, frame_mask, target)
+    d, intervals, _ = model.durations(memory, TEXT_MASK, LAYOUT, frame_mask, target)
     assert d.sum(1).tolist() == [14.0, 9.0] and d.shape == (2, 13)      # units: 1+4+6+1+1 and 1+3+1
     assert bool((d[0] >= 1).all() and (d[1, :5] >= 1).all()) and float(d[1, 5:].sum()) == 0.0
     # the anchor loss is the anchors' squared error along the path that the search returns
-    feats = model.unit_features(memory, intervals, TEXT_MASK)
+    feats = model.unit_features(memory, intervals, TEXT_MASK, CHARS)
     anchors = model.anchor_head(feats)
     errs = []
     for b in range(2):
@@ -548,7 +554,7 @@ def test_mas_alignment_losses_and_durations():
                 t += 1
     assert abs(float(out["anchor"]) - sum(errs) / len(errs)) < 1e-5
     # at inference: predicted durations, rescaled to the frames
-    d_hat, _, losses = model.durations(memory, TEXT_MASK, SPANS, frame_mask)
+    d_hat, _, losses = model.durations(memory, TEXT_MASK, LAYOUT, frame_mask)
     torch.testing.assert_close(d_hat.sum(1), torch.tensor([14.0, 9.0]))
     assert losses == {} and float(d_hat[1, 5:].abs().sum()) == 0.0
 
@@ -558,7 +564,7 @@ def test_guided_attention_loss_matches_naive_loop():
     model = tiny_model(alignment="chars")
     frame_mask = G.lengths_to_mask(torch.tensor([7, 4]))
     att = torch.softmax(torch.randn(3, 2, 7, 5).masked_fill(~TEXT_MASK[None, :, None], -1e9), -1)
-    p, prior = model.align(torch.randn(2, 5, 32), TEXT_MASK, SPANS, frame_mask)[1]["positions"]
+    p, prior = model.align(torch.randn(2, 5, 32), TEXT_MASK, LAYOUT, frame_mask)[1]["positions"]
     g = 0.15
     got = G.guided_attention_loss(att, prior, p, TEXT_MASK, frame_mask, g)
     total, count = 0.0, 0
@@ -592,14 +598,14 @@ def test_aligned_model_forward_and_generate_use_the_spans():
     model = tiny_model(alignment="chars", dropout=0.0).eval()
     text = torch.randn(2, 5, 12)
     frame_mask = G.lengths_to_mask(torch.tensor([8, 6]))
-    out = model(text, TEXT_MASK, frame_mask, SPANS, return_attention=True)
+    out = model(text, TEXT_MASK, frame_mask, LAYOUT, return_attention=True)
     assert out["attention"].shape == (2, 2, 8, 5)
     torch.testing.assert_close(out["attention"].sum(-1)[:, frame_mask], torch.ones(2, 14))
     other = SPANS.clone()
     other[0, 2:4] = torch.tensor([[4.0, 5.0], [5.0, 11.0]])        # move a token boundary
-    changed = model(text, TEXT_MASK, frame_mask, other)["mu"]
+    changed = model(text, TEXT_MASK, frame_mask, (other, CHARS))["mu"]
     assert (changed[0] - out["mu"][0]).abs().max() > 1e-2                # sample 0 reads other tokens
     torch.testing.assert_close(changed[1], out["mu"][1], atol=1e-5, rtol=1e-5)   # sample 1 does not
     poses = model.generate(text, TEXT_MASK, lambda z: z[..., None, :].expand(*z.shape[:-1], 2, LATENT),
-                           sample=False, lengths=[8, 6], spans=SPANS)
+                           sample=False, lengths=[8, 6], layout=LAYOUT)
     torch.testing.assert_close(poses[0][:, 0], out["mu"][0], atol=1e-5, rtol=1e-5)
