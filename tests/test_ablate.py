@@ -151,7 +151,7 @@ def test_quick_table_end_to_end_and_resume(tmp_path):
         assert f"| {name} |" in md
         res = json.loads((out / "runs" / f"{variant}-s0" / "eval" / "results.json").read_text())
         assert row["mean"]["B4"] == pytest.approx(res["rows"][-1]["B4"])  # the table is the evaluation's
-        assert row["mean"]["TotDist"] == pytest.approx(res["rows"][-1]["TotDist"]) > 0
+        assert row["mean"]["TotDist"] == pytest.approx(res["rows"][-1]["TotDist"]) and row["mean"]["TotDist"] > 0
         assert row["mean"]["WER"] == pytest.approx(res["rows"][-1]["WER"])
     assert summary["tables"]["2"]["claims"][0]["held"] in (True, False)
     assert "gloss attention (N=3) > global self-attention" in md
