@@ -46,7 +46,7 @@ COMMON_WORDS = (
     "kaffee", "pizza", "taxi", "hotel", "radio", "video", "email", "bank", "kino", "park",
     "zoo", "yoga", "jazz", "boxen", "quiz", "fax",
 )
-VOCABULARY_SIZE = 320   # common words plus made-up names: most words occur in only a few sentences
+VOCABULARY_SIZE = 160   # common words plus made-up names: a word occurs in ~5 of 400 training sentences
 VOCABULARY_SEED = 25
 
 
@@ -54,7 +54,7 @@ VOCABULARY_SEED = 25
 def vocabulary():
     """The words of the mode: COMMON_WORDS, then made-up names of 2-3 syllables up to
     VOCABULARY_SIZE. Like the names, places and rare words that people fingerspell, the names
-    split into several subword tokens, and the words are many: a word occurs in ~2-3 of 400
+    split into several subword tokens, and the words are many: a word occurs in ~5 of 400
     training sentences, so a model must spell, not recall whole words."""
     rng = np.random.default_rng(VOCABULARY_SEED)
     onsets = ("b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
