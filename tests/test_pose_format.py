@@ -10,10 +10,10 @@ import torch
 
 import data
 
-pf = pytest.importorskip("pose_format", reason="pose-format is installed by `make test` (requirements-pose.txt)")
-from pose_format import Pose, PoseHeader  # noqa: E402
-from pose_format.numpy import NumPyPoseBody  # noqa: E402
-from pose_format.pose_header import PoseHeaderComponent, PoseHeaderDimensions  # noqa: E402
+# pose-format is optional for users but a test dependency: `make test` installs requirements-pose.txt.
+from pose_format import Pose, PoseHeader
+from pose_format.numpy import NumPyPoseBody
+from pose_format.pose_header import PoseHeaderComponent, PoseHeaderDimensions
 
 # MediaPipe's 33 pose landmarks in index order (what pose-format's Holistic writer names them).
 MP_POSE = ["NOSE", "LEFT_EYE_INNER", "LEFT_EYE", "LEFT_EYE_OUTER", "RIGHT_EYE_INNER", "RIGHT_EYE",
@@ -298,3 +298,89 @@ def test_missing_pose_format_is_one_line(monkeypatch, recordings):
                    "--out-dir", str(root / "out")])
     assert str(e.value.code) == "error: .pose files need the pose-format package (pip install pose-format)"
     assert not (root / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Several samples per sentence; .pose output of sample.py
+# ---------------------------------------------------------------------------------------------
+
+TEXTS = ["am montag regen im norden", "morgen sonne"]
+
+
+@pytest.fixture(scope="module")
+def generator_ckpt(tmp_path_factory):
+    """An untrained tiny generator whose predicted log σ̂² is pinned near -7 (σ̂ ≈ 0.03), with its
+    VAE, saved as train.py saves a generator checkpoint."""
+    from generator import A2VSLP
+    from vae import DisentangledVAE
+    torch.manual_seed(0)
+    model_args = dict(text_dim=384, d_model=16, enc_layers=1, enc_heads=2, dec_layers=1, dec_heads=2, ff=32,
+                      dropout=0.0, max_frames=20)
+    model = A2VSLP(**model_args)
+    model.set_reference_pose(torch.randn(178, 3))
+    with torch.no_grad():
+        model.head.weight[80:] *= 0.01
+        model.head.bias[80:] = -7.0                                      # log σ̂²
+        model.length_head.bias.fill_(3.0)                                # ~19 frames
+    vae = DisentangledVAE()
+    path = tmp_path_factory.mktemp("gen") / "gen.pt"
+    torch.save({"stage": "generator", "model": model.state_dict(), "model_args": model_args, "args": {},
+                "vae": vae.state_dict(), "vae_model_args": {"variant": "base"}, "bert": data.OFFLINE_BERT}, path)
+    return path
+
+
+def test_samples_differ_and_average_to_the_mean_prediction(generator_ckpt, tmp_path):
+    """--samples 12: 12 different realisations per sentence, each as long as the mean; with a small σ̂
+    the decoder is nearly linear around μ̂, so their average lies far closer to the mean prediction
+    (z = μ̂, computed separately with --mean) than any one sample does (1/√12 of it in the limit)."""
+    import sample
+    texts = sum((["--text", t] for t in TEXTS), [])
+    common = ["--generator", str(generator_ckpt), *texts, "--cache-dir", str(tmp_path / "cache")]
+    sample.main([*common, "--samples", "12", "--out", str(tmp_path / "s.pt")])
+    sample.main([*common, "--mean", "--out", str(tmp_path / "m.pt")])
+    got = torch.load(tmp_path / "s.pt", weights_only=True)
+    mean = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert sorted(got) == sorted(mean) == ["text_000", "text_001"]
+    for name, entry in got.items():
+        draws = entry["samples"]                                          # (12, N, 178, 3)
+        assert draws.shape[0] == 12 and draws.shape[1:] == mean[name].shape
+        torch.testing.assert_close(entry["poses_3d"], mean[name])
+        apart = [(draws[a] - draws[b]).abs().mean() for a in range(12) for b in range(a)]
+        one = torch.stack([(d - mean[name]).abs().mean() for d in draws])
+        avg = (draws.mean(0) - mean[name]).abs().mean()
+        assert min(apart) > 0.2 * one.mean() > 0, (min(apart), one.mean())
+        assert avg < 0.45 * one.mean(), (avg, one.mean())
+
+
+def test_sample_format_pose_writes_one_file_per_sentence_and_sample(generator_ckpt, tmp_path):
+    import posefile
+    import sample
+    common = ["--generator", str(generator_ckpt), "--text", TEXTS[0], "--cache-dir", str(tmp_path / "cache")]
+    sample.main([*common, "--samples", "2", "--format", "pose", "--out", str(tmp_path / "poses")])
+    sample.main([*common, "--samples", "2", "--out", str(tmp_path / "s.pt")])
+    assert sorted(os.listdir(tmp_path / "poses")) == ["text_000.pose", "text_000.sample01.pose", "text_000.sample02.pose"]
+    ref = torch.load(tmp_path / "s.pt", weights_only=True)["text_000"]
+    for stem, want in (("text_000", ref["poses_3d"]), ("text_000.sample02", ref["samples"][1])):
+        pose = Pose.read((tmp_path / "poses" / f"{stem}.pose").read_bytes())
+        assert pose.body.fps == 25 and len(pose.body.data) == len(want)
+        flat = np.asarray(pose.body.data.data)[:, 0]                      # file order: body, face, left, right
+        rw = pose.header.get_point_index("RIGHT_HAND_LANDMARKS", "WRIST")
+        np.testing.assert_allclose(flat[:, rw], want[:, 8].numpy(), atol=1e-6)
+        np.testing.assert_allclose(flat[:, posefile.FILE_ORDER.argsort()], want.numpy(), atol=1e-6)
+
+
+def test_sample_spread_matches_a_naive_loop():
+    from evaluate import sample_spread
+    g = np.random.default_rng(0)
+    sets = [g.normal(size=(3, 5, 178, 3)), g.normal(size=(3, 2, 178, 3))]
+    dists = []                                                            # every (pair, frame, joint) once
+    for x in sets:
+        for a in range(3):
+            for b in range(a + 1, 3):
+                for t in range(x.shape[1]):
+                    dists.append([np.sqrt(((x[a, t, j] - x[b, t, j]) ** 2).sum()) for j in range(178)])
+    dists = np.array(dists)                                               # (pairs × frames, 178)
+    got = sample_spread(sets)
+    assert got["all"] == pytest.approx(dists.mean(), rel=1e-12)
+    assert got["left_hand"] == pytest.approx(dists[:, 29:50].mean(), rel=1e-12)
+    assert got["face"] == pytest.approx(dists[:, 50:].mean(), rel=1e-12)
