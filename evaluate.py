@@ -328,12 +328,12 @@ def sampling_report(realisations, gts, fps_step=1):
 
 
 def print_sampling(reports):
-    print(f"| {'Model':32s} | K  | DTW↓ mean (z = μ̂) | DTW↓ samples     | spread | body   | R hand | L hand | face   |")
-    print("|" + "-" * 34 + "|----|-------------------|------------------|" + "--------|" * 5)
+    print(f"| {'Model':32s} | K  | DTW↓ mean (z = μ̂) | DTW↓ samples (± std) | spread | body   | R hand | L hand | face   |")
+    print("|" + "-" * 34 + "|----|-------------------|----------------------|" + "--------|" * 5)
     for r in reports:
         sp = r["spread"]
         print(f"| {r['name']:32s} | {r['K']:<2d} | {r['DTW_mean']:17.4f} | "
-              f"{r['DTW_samples_mean']:.4f} ± {r['DTW_samples_std']:.4f} | {sp['all']:.4f} | {sp['body']:.4f} | "
+              f"{r['DTW_samples_mean']:.4f} ± {r['DTW_samples_std']:.4f}    | {sp['all']:.4f} | {sp['body']:.4f} | "
               f"{sp['right_hand']:.4f} | {sp['left_hand']:.4f} | {sp['face']:.4f} |")
 
 
