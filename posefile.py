@@ -315,7 +315,10 @@ def write_atomic(path, payload):
 def pose_bytes(poses, fps=FPS):
     """(N, 178, 3) tensor or array → the bytes of a .pose file (one person, confidence 1)."""
     Pose, _, _, _, NumPyPoseBody = pose_format()
-    x = np.asarray(poses, dtype=np.float32)[:, None, FILE_ORDER]       # (N, 1, 178, 3)
+    x = np.asarray(poses, dtype=np.float32)
+    if x.ndim != 3 or x.shape[1:] != (NUM_JOINTS, 3) or not len(x) or not np.isfinite(x).all():
+        raise DataError(f"poses of shape {x.shape} (or non-finite): a .pose export needs finite (N, {NUM_JOINTS}, 3)")
+    x = x[:, None, FILE_ORDER]                                         # (N, 1, 178, 3)
     body = NumPyPoseBody(fps=fps, data=x, confidence=np.ones(x.shape[:3], dtype=np.float32))
     buf = io.BytesIO()
     Pose(pose_header(), body).write(buf)
@@ -326,7 +329,7 @@ def write_pose_folder(sequences, out_dir, fps=FPS):
     """{file stem: (N, 178, 3)} → OUT_DIR/STEM.pose for each. All files are written into a fresh
     temporary folder first and moved into OUT_DIR only when all are done: an error leaves nothing."""
     for stem in sequences:
-        if not stem or os.path.basename(stem) != stem or stem.startswith("."):
+        if not stem or os.path.basename(stem) != stem or stem.startswith("."):     # no path, no hidden file
             raise DataError(f"the name {stem!r} cannot be a file name in {out_dir}")
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)

@@ -229,12 +229,28 @@ def bad_case(root, case):
         with open(poses / "clip2.pose", "wb") as f:
             Pose(holistic_header(face_points=100), NumPyPoseBody(25, xyz, np.ones(xyz.shape[:3], np.float32))).write(f)
         return [], "clip2.pose: component FACE_LANDMARKS lacks"
+    if case == "duplicate name":
+        rows = list(csv.reader(open(csv_path, encoding="utf-8")))
+        write_csv(csv_path, rows[1:] + [rows[1]])
+        return [], "line 7: the name 'clip0' appears twice"
+    if case == "no text column":
+        write_csv(csv_path, [["clip0", "x"]], header=("name", "sentence"))
+        return [], "texts.csv: expected a header row with the columns name,text"
+    if case == "csv not utf-8":
+        csv_path.write_bytes("name,text\nclip0,gr\xfc\xdfe\n".encode("latin-1"))
+        return [], "texts.csv: not a UTF-8 CSV file"
+    if case == "no such csv":
+        os.remove(csv_path)
+        return [], "texts.csv: cannot read"
+    if case == "bad ratio":
+        return ["--split-by", "ratio", "--ratio", "0.9,0.1"], "--ratio 0.9,0.1"
     raise AssertionError(case)
 
 
 @pytest.mark.parametrize("case", ["unreadable", "truncated", "unknown components", "name without text", "empty text",
-                                  "text without file", "fps 0", "face never detected", "bad split", "missing points"])
-def test_bad_input_is_one_line_naming_the_file_and_writes_nothing(recordings, case):
+                                  "text without file", "fps 0", "face never detected", "bad split", "missing points",
+                                  "duplicate name", "no text column", "csv not utf-8", "no such csv", "bad ratio"])
+def test_bad_input_is_one_line_naming_the_file_and_writes_nothing(recordings, case, capsys):
     root, _ = recordings
     extra, needle = bad_case(root, case)
     out = root / "release"
@@ -242,8 +258,24 @@ def test_bad_input_is_one_line_naming_the_file_and_writes_nothing(recordings, ca
         data.main(["import-pose", "--poses", str(root / "poses"), "--texts", str(root / "texts.csv"),
                    "--out-dir", str(out), *extra])
     msg = str(e.value.code)
+    if e.value.code == 2:                                                 # argparse: usage, then one error line
+        msg = capsys.readouterr().err.strip().splitlines()[-1].split(": ", 1)[1]
     assert msg.startswith("error: ") and "\n" not in msg and needle in msg, msg
     assert not out.exists() or not os.listdir(out), os.listdir(out)
+
+
+def test_pose_formats_own_reduced_holistic_imports_as_the_full_file(recordings, tmp_path):
+    """pose-format's reduce_holistic (8 body joints, the 128 contour face points, no world landmarks)
+    keeps every point the layout needs: the import is the same as from the full file."""
+    import posefile
+    from pose_format.utils.generic import reduce_holistic
+    root, _ = recordings
+    full = root / "poses" / "clip0.pose"
+    reduced = reduce_holistic(Pose.read(full.read_bytes()))
+    assert len(reduced.header.components[1].points) == 128
+    with open(tmp_path / "r.pose", "wb") as f:
+        reduced.write(f)
+    np.testing.assert_array_equal(posefile.import_sequence(tmp_path / "r.pose")[0], posefile.import_sequence(full)[0])
 
 
 def test_an_existing_release_is_not_replaced_without_overwrite(recordings):
@@ -384,3 +416,25 @@ def test_sample_spread_matches_a_naive_loop():
     assert got["all"] == pytest.approx(dists.mean(), rel=1e-12)
     assert got["left_hand"] == pytest.approx(dists[:, 29:50].mean(), rel=1e-12)
     assert got["face"] == pytest.approx(dists[:, 50:].mean(), rel=1e-12)
+
+
+def test_a_failing_export_leaves_no_pose_file(tmp_path):
+    """The second sequence cannot be written (wrong shape): the first, already written into the
+    temporary folder, never reaches --out, and no temporary folder is left behind."""
+    import posefile
+    good = np.zeros((3, 178, 3), np.float32)
+    with pytest.raises(data.DataError, match=r"shape \(3, 177, 3\)"):
+        posefile.write_pose_folder({"a": good, "b": np.zeros((3, 177, 3), np.float32)}, tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+def test_sample_format_pose_without_pose_format_is_one_line(generator_ckpt, tmp_path, monkeypatch, capsys):
+    import sys
+    import sample
+    monkeypatch.setitem(sys.modules, "pose_format", None)              # as if not installed
+    with pytest.raises(SystemExit) as e:
+        sample.main(["--generator", str(generator_ckpt), "--text", TEXTS[0], "--format", "pose", "--out", str(tmp_path / "p")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--format pose: .pose files need the pose-format package (pip install pose-format)")
+    assert not (tmp_path / "p").exists()
