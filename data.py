@@ -434,6 +434,32 @@ def text_embeddings(texts, bert=OFFLINE_BERT, cache_dir=None, max_tokens=MAX_TOK
     return {t: cache[t].float() for t in texts}
 
 
+CHAR_BUCKETS = 512   # character ids: 0 for a special token, else 1 + (code point mod 511)
+
+
+def text_layout(texts, bert=OFFLINE_BERT, max_tokens=MAX_TOKENS):
+    """{text: (spans (L, 2) float32, chars (U,) int64)}: where each of the L tokens of
+    `text_embeddings` lies on the text, and the characters of the text in token order.
+
+    spans: [start, end) in characters; a token owns its characters and the spaces before it,
+    special tokens ([CLS], [SEP]) own none. chars: one id per unit of the generator's alignment
+    (every character of every token, one unit for a special token), 0 for a special token, else
+    1 + (lower-case code point mod 511). The generator lays the text out on this axis of units.
+    """
+    tokenizer, _ = load_text_encoder(bert, with_model=False)
+    out = {}
+    for text in sorted(set(texts)):
+        enc = tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
+        spans, chars, end = [], [], 0
+        for a, b in enc["offset_mapping"]:
+            width = max(b - end, 0) if b > a else 0                  # special tokens: (0, 0)
+            spans.append((end, end + width))
+            chars += [1 + ord(c) % (CHAR_BUCKETS - 1) for c in text[end:end + width].lower()] or [0]
+            end += width
+        out[text] = (torch.tensor(spans, dtype=torch.float32), torch.tensor(chars))   # (L, 2), (U,)
+    return out
+
+
 @contextlib.contextmanager
 def sigint_deferred():
     """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then act on it as
@@ -485,12 +511,13 @@ def atomic_save(obj, path):
 class SignDataset(torch.utils.data.Dataset):
     """Samples of one split joined with their text embeddings and (optionally) latent targets.
 
-    Items are dicts: name, text, poses (N, 178, 3), and when given text_emb (L, E) and
-    latent (N, 160) = [μ ‖ log σ²] from the frozen VAE encoder (§4.4).
+    Items are dicts: name, text, poses (N, 178, 3), and when given text_emb (L, E),
+    latent (N, 160) = [μ ‖ log σ²] from the frozen VAE encoder (§4.4), text_spans (L, 2) and
+    text_chars (U,) (text_layout).
     """
 
-    def __init__(self, samples, text_emb=None, latents=None):
-        self.samples, self.text_emb, self.latents = samples, text_emb, latents
+    def __init__(self, samples, text_emb=None, latents=None, layout=None):
+        self.samples, self.text_emb, self.latents, self.layout = samples, text_emb, latents, layout
 
     def __len__(self):
         return len(self.samples)
@@ -502,6 +529,8 @@ class SignDataset(torch.utils.data.Dataset):
             item["text_emb"] = self.text_emb[s["text"]]
         if self.latents is not None:
             item["latent"] = self.latents[s["name"]]
+        if self.layout is not None:
+            item["text_spans"], item["text_chars"] = self.layout[s["text"]]
         return item
 
 
@@ -517,7 +546,8 @@ def pad_stack(seqs):
 
 def collate(items):
     """Batch of SignDataset items: poses (B, T, 178, 3), frame_mask (B, T), lengths (B,), and
-    text_emb (B, L, E) + text_mask (B, L), latent (B, T, 160) when the items carry them."""
+    text_emb (B, L, E) + text_mask (B, L), latent (B, T, 160), text_spans (B, L, 2) and
+    text_chars (B, U) when the items carry them."""
     batch = {"names": [it["name"] for it in items], "texts": [it["text"] for it in items]}
     batch["poses"], batch["frame_mask"] = pad_stack([it["poses"] for it in items])
     batch["lengths"] = batch["frame_mask"].sum(1)
@@ -525,6 +555,9 @@ def collate(items):
         batch["text_emb"], batch["text_mask"] = pad_stack([it["text_emb"] for it in items])
     if "latent" in items[0]:
         batch["latent"], _ = pad_stack([it["latent"] for it in items])
+    if "text_spans" in items[0]:
+        batch["text_spans"], _ = pad_stack([it["text_spans"] for it in items])
+        batch["text_chars"], _ = pad_stack([it["text_chars"] for it in items])
     return batch
 
 

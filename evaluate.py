@@ -1,4 +1,5 @@
-"""Evaluation metrics of A²V-SLP: back-translation text scores and DTW-MJE (§4.2, Table 7).
+"""Evaluation metrics of A²V-SLP: back-translation text scores, DTW-MJE and the challenge's motion
+columns (§4.2, Table 7).
 
 The protocol is the one of the SLRTP 2025 challenge (REFERENCE.md §2):
 - BLEU-1..4: sacrebleu corpus BLEU, cumulative n-gram orders, tokenize="none", no lowercasing,
@@ -7,10 +8,17 @@ The protocol is the one of the SLRTP 2025 challenge (REFERENCE.md §2):
 - ROUGE: per-sentence ROUGE-L on whitespace tokens with the COCO F-measure (β = 1.2), averaged, ×100;
 - DTW-MJE: exact DTW between predicted and reference frames (Euclidean distance between whole
   534-d frames), then the mean per-joint Euclidean distance over the aligned frame pairs of all
-  sequences concatenated.
+  sequences concatenated;
+- WER: word edit distance of the back-translation summed over sentences / reference words × 100,
+  after lower-casing, punctuation removal and whitespace normalisation of both sides;
+- TotDist (Total Distance): mean wrist path length Σ_t ||x_{t+1} - x_t|| of the predictions over
+  that of the ground truth, left and right wrist, the two ratios averaged (1 is ideal; a model
+  that regresses to the mean pose moves little and scores far below 1);
+- Dur (Average Duration): mean over sequences of predicted frames / ground-truth frames.
 
 The functions score exactly what they are given: the 12.5 fps subsampling (`[::2]`) of both sides
-is the caller's job; the command line does it (--fps-step 2, on by default for 25 fps data).
+is the caller's job; the command line does it (--fps-step 2, on by default for 25 fps data), so
+DTW-MJE, TotDist and Dur all see the same subsampled sequences (Dur is then ⌈n/2⌉ / ⌈m/2⌉ per pair).
 
     python evaluate.py          # after train.py's flag-free stages: runs/data, runs/generator{,-kl}, runs/backtranslation
     python evaluate.py --data-dir runs/demo/data --split test \
@@ -26,6 +34,7 @@ import json
 import math
 import os
 import sys
+import unicodedata
 from collections import Counter
 
 import numpy as np
@@ -37,7 +46,8 @@ import posefile
 import render
 import sample
 from backtranslation import SignToText
-from data import ARTICULATOR_ORDER, ARTICULATORS, NUM_JOINTS, DataError, atomic_save, load_checkpoint, load_split, pad_stack, safe_load
+from data import (ARTICULATOR_ORDER, ARTICULATORS, BODY_JOINTS, NUM_JOINTS, DataError, atomic_save, load_checkpoint,
+                  load_split, pad_stack, safe_load)
 from vae import load_vae
 
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
@@ -112,6 +122,34 @@ def rouge_l(hyps, refs, beta=1.2):
         s = scorer.score(ref, hyp)["rougeL"]  # score(target, prediction)
         total += f_beta(s.precision, s.recall, beta)
     return 100.0 * total / len(hyps)
+
+
+def words(text):
+    """Lower-cased words of `text` with punctuation (Unicode categories P*) removed, split on any
+    whitespace; letters of every script stay: "Über-Nacht: Regen." -> ["übernacht", "regen"]."""
+    return "".join(c for c in text.lower() if not unicodedata.category(c).startswith("P")).split()
+
+
+def edit_distance(hyp, ref):
+    """Fewest substitutions + insertions + deletions that turn the word list hyp into ref
+    (Levenshtein), one row of the DP table at a time: row[i] = distance of hyp[:i] to ref[:j]."""
+    row = list(range(len(hyp) + 1))                                   # ref[:0]: i insertions
+    for j, r in enumerate(ref, 1):
+        prev, row = row, [j]                                          # hyp[:0]: j deletions
+        for i, h in enumerate(hyp, 1):
+            row.append(min(prev[i] + 1, row[i - 1] + 1, prev[i - 1] + (h != r)))
+    return row[-1]
+
+
+def wer(hyps, refs):
+    """Corpus word error rate (0-100, may exceed 100): Σ edit distance / Σ reference words × 100,
+    both sides normalised by words()."""
+    hyps, refs = _check_texts(hyps, refs)
+    pairs = [(words(h), words(r)) for h, r in zip(hyps, refs)]
+    num_words = sum(len(r) for _, r in pairs)
+    if num_words == 0:
+        raise ValueError("the references hold no words after punctuation removal: WER is undefined")
+    return 100.0 * sum(edit_distance(h, r) for h, r in pairs) / num_words
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,10 +376,45 @@ def print_sampling(reports):
 
 
 # ---------------------------------------------------------------------------------------------
+# Total Distance and Average Duration: does the prediction move as much, and as long, as the truth?
+# ---------------------------------------------------------------------------------------------
+
+WRISTS = tuple(ARTICULATORS["body"].start + BODY_JOINTS.index(j) for j in ("LWrist", "RWrist"))  # (5, 2)
+
+
+def path_length(x, joint):
+    """Σ_t ||x_{t+1} - x_t|| of one joint over flattened frames x (N, 534), in float64."""
+    p = x[:, 3 * joint:3 * joint + 3].astype(np.float64)                  # (N, 3)
+    return float(np.sqrt(np.square(np.diff(p, axis=0)).sum(1)).sum())
+
+
+def total_distance(preds, refs):
+    """Total Distance: for each wrist, the mean path length of the predictions over the mean path
+    length of the references; the two ratios averaged. NaN if a wrist never moves in refs.
+
+    preds, refs: equally long lists of (N, 178, 3) tensors or arrays (any real dtype).
+    """
+    xs, ys, _, _ = _pairs(preds, refs)
+    ratios = []
+    for joint in WRISTS:
+        pred = np.mean([path_length(x, joint) for x in xs])
+        ref = np.mean([path_length(y, joint) for y in ys])
+        ratios.append(pred / ref if ref > 0 else math.nan)
+    return float(np.mean(ratios))
+
+
+def average_duration(preds, refs):
+    """Average Duration: mean over pairs of predicted frames / reference frames."""
+    _, _, n, m = _pairs(preds, refs)
+    return float(np.mean(n / m))
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line: generate with each generator (or read submissions), back-translate, score (Table 7)
 # ---------------------------------------------------------------------------------------------
 
-COLUMNS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE")
+COLUMNS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE", "WER", "TotDist", "Dur")
+ARROWS = {"DTW": "↓", "WER": "↓", "TotDist": "→1", "Dur": "→1"}   # the others: ↑ (higher is better)
 
 
 def chrf_signature():
@@ -369,11 +442,14 @@ def back_translate(model, seqs, beam_size=3, batch_size=32, device="cpu"):
 
 
 def score(hyps, refs, preds=None, gts=None):
-    """One results row: DTW-MJE (when poses are given), BLEU-1..4, chrF, ROUGE-L, all ×100 but DTW."""
+    """One results row: BLEU-1..4, chrF, ROUGE-L, WER (×100) and, when poses are given (None when
+    not), DTW-MJE, Total Distance and Average Duration of exactly these sequences."""
     row = {"DTW": dtw_mje(preds, gts) if preds is not None else None}
     for n in range(1, 5):
         row[f"B{n}"] = bleu(hyps, refs, n)
-    row["chrF"], row["ROUGE"] = chrf(hyps, refs), rouge_l(hyps, refs)
+    row["chrF"], row["ROUGE"], row["WER"] = chrf(hyps, refs), rouge_l(hyps, refs), wer(hyps, refs)
+    row["TotDist"] = total_distance(preds, gts) if preds is not None else None
+    row["Dur"] = average_duration(preds, gts) if preds is not None else None
     return row
 
 
@@ -440,12 +516,13 @@ def read_predictions(path, names):
 
 
 def print_table(rows):
-    head = f"| {'Model':32s} | " + " | ".join(f"{c + ('↓' if c == 'DTW' else '↑'):>6s}" for c in COLUMNS) + " |"
-    print(head)
-    print("|" + "-" * 34 + "|" + "|".join("-" * 8 for _ in COLUMNS) + "|")
+    heads = [c + ARROWS.get(c, "↑") for c in COLUMNS]
+    widths = [max(6, len(h)) for h in heads]
+    print(f"| {'Model':32s} | " + " | ".join(f"{h:>{w}s}" for h, w in zip(heads, widths)) + " |")
+    print("|" + "-" * 34 + "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         cells = [("-" if r[c] is None else f"{r[c]:.3f}" if c == "DTW" else f"{r[c]:.2f}") for c in COLUMNS]
-        print(f"| {r['name']:32s} | " + " | ".join(f"{c:>6s}" for c in cells) + " |")
+        print(f"| {r['name']:32s} | " + " | ".join(f"{c:>{w}s}" for c, w in zip(cells, widths)) + " |")
 
 
 # Defaults: the folders of train.py's flag-free runs
@@ -594,7 +671,7 @@ def main(argv=None):
         print_table(rows)
         print(f"\n{len(samples)} {args.split} sequences at 25/{args.fps_step} fps; BLEU signature: {bleu_signature()}")
         print(f"constant-text baseline: B4 {baselines[0]['B4']:.2f}, chrF {baselines[0]['chrF']:.2f}, "
-              f"ROUGE {baselines[0]['ROUGE']:.2f}")
+              f"ROUGE {baselines[0]['ROUGE']:.2f}, WER {baselines[0]['WER']:.2f}")
         gain = rows[0]["chrF"] - baselines[0]["chrF"]
         if gain > 0 and len(rows) > 1:                  # how much of what GT reads each row keeps
             print("chrF gain over the constant text, as a share of GT's: " + ", ".join(
@@ -606,6 +683,9 @@ def main(argv=None):
         for r in rows:
             if r["DTW"] is not None and not math.isfinite(r["DTW"]):
                 print(f"note: {r['name']}: DTW-MJE overflows ({r['DTW']}); written as null in {args.out}")
+            if r["TotDist"] is not None and not math.isfinite(r["TotDist"]):
+                print(f"note: {r['name']}: Total Distance is {r['TotDist']} (a ground-truth wrist never moves, "
+                      f"or the poses overflow); written as null in {args.out}")
         result = {"rows": finite_or_none(rows), "baselines": finite_or_none(baselines), "split": args.split,
                   "num_samples": len(samples), "fps_step": args.fps_step, "beam": args.beam,
                   "bleu_signature": bleu_signature(), "chrf_signature": chrf_signature()}

@@ -63,11 +63,15 @@ def generate_poses(model, vae, texts, bert, sample=True, seed=0, batch_size=32, 
     same call gives the same poses; sample=False decodes the means (z = μ̂).
     """
     emb = embed(model, texts, bert, cache_dir)
+    layouts = data.text_layout(texts, bert) if model.aligned_queries else None
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for i in range(0, len(texts), batch_size):
         text_emb, text_mask = data.pad_stack([emb[t] for t in texts[i:i + batch_size]])   # (b, L, E), (b, L)
-        poses = model.generate(text_emb.to(device), text_mask.to(device), vae.decode, sample=sample, rng=gen)
+        layout = None if layouts is None else tuple(
+            data.pad_stack([layouts[t][k] for t in texts[i:i + batch_size]])[0].to(device) for k in (0, 1))
+        poses = model.generate(text_emb.to(device), text_mask.to(device), vae.decode, sample=sample, rng=gen,
+                               layout=layout)
         out += [p.float().cpu() for p in poses]
     return out
 
@@ -78,14 +82,17 @@ def generate_samples(model, vae, texts, bert, k, seed=0, batch_size=32, cache_di
     (mean (N_i, 178, 3), samples (K, N_i, 178, 3)) CPU tensors. A sentence's length is predicted once,
     so all its realisations have the same N_i; ε comes from one torch.Generator seeded with `seed`."""
     emb = embed(model, texts, bert, cache_dir)
+    layouts = data.text_layout(texts, bert) if model.aligned_queries else None
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for i in range(0, len(texts), batch_size):
         text_emb, text_mask = data.pad_stack([emb[t] for t in texts[i:i + batch_size]])   # (b, L, E), (b, L)
         text_emb, text_mask = text_emb.to(device), text_mask.to(device)
-        means = model.generate(text_emb, text_mask, vae.decode, sample=False)
+        layout = None if layouts is None else tuple(
+            data.pad_stack([layouts[t][j] for t in texts[i:i + batch_size]])[0].to(device) for j in (0, 1))
+        means = model.generate(text_emb, text_mask, vae.decode, sample=False, layout=layout)
         lengths = [len(m) for m in means]
-        draws = [model.generate(text_emb, text_mask, vae.decode, sample=True, rng=gen, lengths=lengths)
+        draws = [model.generate(text_emb, text_mask, vae.decode, sample=True, rng=gen, lengths=lengths, layout=layout)
                  for _ in range(k)]
         out += [(m.float().cpu(), torch.stack([d[j] for d in draws]).float().cpu())       # (K, N, 178, 3)
                 for j, m in enumerate(means)]
@@ -99,7 +106,9 @@ def _decode_one(model, text, bert, cache_dir, device, return_attention=False):
     memory = model.encode_text(text_emb, text_mask)                                    # (1, L, D)
     n = int(model.predict_lengths(model.length_ratio(memory, text_mask)))
     frame_mask = torch.ones(1, n, dtype=torch.bool, device=device)
-    return model.decode(memory, text_mask, frame_mask, return_attention=return_attention)
+    layout = tuple(x[None].to(device) for x in data.text_layout([text], bert)[text]) if model.aligned_queries else None
+    positions, _ = model.align(memory, text_mask, layout, frame_mask)
+    return model.decode(memory, text_mask, frame_mask, positions, return_attention=return_attention)
 
 
 @torch.no_grad()
@@ -115,7 +124,7 @@ def predicted_sigma(model, text, bert, cache_dir=None, device="cpu"):
 def cross_attention(model, text, bert, cache_dir=None, device="cpu"):
     """(attention (N, L), tokens): the decoder's cross-attention for one sentence at its predicted
     length N, averaged over heads and layers, and the L text tokens it attends to."""
-    attention = _decode_one(model, text, bert, cache_dir, device, return_attention=True)[2][0]   # (N, L)
+    attention = _decode_one(model, text, bert, cache_dir, device, return_attention=True)[2].mean(0)[0]  # (N, L)
     tokenizer = data.load_text_encoder(bert, with_model=False)[0]              # the tokens only
     tokens = tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=True, max_length=data.MAX_TOKENS)["input_ids"])
     return attention.cpu(), tokens
