@@ -55,6 +55,18 @@ def embed(model, texts, bert, cache_dir=None):
     return emb
 
 
+def batches(model, texts, bert, batch_size, cache_dir, device):
+    """The texts in order, `batch_size` at a time, as the generator reads them: (text_emb (b, L, E),
+    text_mask (b, L), layout or None) on `device`."""
+    emb = embed(model, texts, bert, cache_dir)
+    layouts = data.text_layout(texts, bert) if model.aligned_queries else None
+    for i in range(0, len(texts), batch_size):
+        text_emb, text_mask = data.pad_stack([emb[t] for t in texts[i:i + batch_size]])   # (b, L, E), (b, L)
+        layout = None if layouts is None else tuple(
+            data.pad_stack([layouts[t][k] for t in texts[i:i + batch_size]])[0].to(device) for k in (0, 1))
+        yield text_emb.to(device), text_mask.to(device), layout
+
+
 @torch.no_grad()
 def generate_poses(model, vae, texts, bert, sample=True, seed=0, batch_size=32, cache_dir=None, device="cpu"):
     """Poses for a list of texts, in order: a list of float32 (N_i, 178, 3) CPU tensors.
@@ -62,16 +74,10 @@ def generate_poses(model, vae, texts, bert, sample=True, seed=0, batch_size=32, 
     Batched: one decoder pass per batch. ε comes from one torch.Generator seeded with `seed`, so the
     same call gives the same poses; sample=False decodes the means (z = μ̂).
     """
-    emb = embed(model, texts, bert, cache_dir)
-    layouts = data.text_layout(texts, bert) if model.aligned_queries else None
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
-    for i in range(0, len(texts), batch_size):
-        text_emb, text_mask = data.pad_stack([emb[t] for t in texts[i:i + batch_size]])   # (b, L, E), (b, L)
-        layout = None if layouts is None else tuple(
-            data.pad_stack([layouts[t][k] for t in texts[i:i + batch_size]])[0].to(device) for k in (0, 1))
-        poses = model.generate(text_emb.to(device), text_mask.to(device), vae.decode, sample=sample, rng=gen,
-                               layout=layout)
+    for text_emb, text_mask, layout in batches(model, texts, bert, batch_size, cache_dir, device):
+        poses = model.generate(text_emb, text_mask, vae.decode, sample=sample, rng=gen, layout=layout)
         out += [p.float().cpu() for p in poses]
     return out
 
@@ -81,15 +87,9 @@ def generate_samples(model, vae, texts, bert, k, seed=0, batch_size=32, cache_di
     """K sampled realisations z = μ̂ + σ̂ ⊙ ε of each sentence and its mean (z = μ̂): a list of
     (mean (N_i, 178, 3), samples (K, N_i, 178, 3)) CPU tensors. A sentence's length is predicted once,
     so all its realisations have the same N_i; ε comes from one torch.Generator seeded with `seed`."""
-    emb = embed(model, texts, bert, cache_dir)
-    layouts = data.text_layout(texts, bert) if model.aligned_queries else None
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
-    for i in range(0, len(texts), batch_size):
-        text_emb, text_mask = data.pad_stack([emb[t] for t in texts[i:i + batch_size]])   # (b, L, E), (b, L)
-        text_emb, text_mask = text_emb.to(device), text_mask.to(device)
-        layout = None if layouts is None else tuple(
-            data.pad_stack([layouts[t][j] for t in texts[i:i + batch_size]])[0].to(device) for j in (0, 1))
+    for text_emb, text_mask, layout in batches(model, texts, bert, batch_size, cache_dir, device):
         means = model.generate(text_emb, text_mask, vae.decode, sample=False, layout=layout)
         lengths = [len(m) for m in means]
         draws = [model.generate(text_emb, text_mask, vae.decode, sample=True, rng=gen, lengths=lengths, layout=layout)
