@@ -7,6 +7,7 @@ Implements the data side of §3.1 (178 keypoints split into body, right hand, le
     python -m corpus --out-dir runs/demo/data                     # the built-in corpus (corpus/)
     python data.py embed --data-dir runs/demo/data [--bert NAME]  # cache the text embeddings
     python data.py check --data-dir /path/to/phoenix              # validate a release
+    python data.py import-pose --poses DIR --texts texts.csv --out-dir D   # MediaPipe .pose files (posefile.py)
 
 Conventions used everywhere in the project:
 - articulators are ordered body, right hand, left hand, face (ARTICULATOR_ORDER);
@@ -573,7 +574,28 @@ def main(argv=None):
     e.add_argument("--cache-dir", default=None, help="embedding cache folder (default DATA_DIR/cache)")
     c = sub.add_parser("check", help="validate every sample of a release and print statistics")
     c.add_argument("--data-dir", required=True, help="folder with train.pt, dev.pt, test.pt")
+    i = sub.add_parser("import-pose", help="MediaPipe Holistic .pose files + a CSV of texts -> a release "
+                       "(25 fps, missing hands filled, normalised; posefile.py)")
+    i.add_argument("--poses", required=True, help="folder of NAME.pose files (pose-format, MediaPipe Holistic)")
+    i.add_argument("--texts", required=True, help="CSV with a header row: name,text[,gloss,speaker,split]")
+    i.add_argument("--out-dir", required=True, help="folder for train.pt, dev.pt, test.pt and import_summary.json")
+    i.add_argument("--split-by", choices=["column", "ratio"], default=None,
+                   help="the CSV's split column, or a seeded random draw with --ratio "
+                        "(default: column when every row has a split, else ratio)")
+    i.add_argument("--ratio", default="0.8,0.1,0.1", help="train,dev,test shares for --split-by ratio")
+    i.add_argument("--seed", type=int, default=0, help="seed of the --split-by ratio draw")
+    i.add_argument("--z-scale", choices=["width", "1"], default="width",
+                   help="width: z times the file's width (pose-format's MediaPipe writer stores x, y in pixels "
+                        "and z in image widths); 1: z as stored")
+    i.add_argument("--overwrite", action="store_true", help="replace train/dev/test.pt already in --out-dir")
     args = p.parse_args(argv)
+    if args.cmd == "import-pose":
+        try:
+            args.ratio = tuple(float(r) for r in args.ratio.split(","))
+        except ValueError:
+            p.error(f"--ratio {args.ratio}: expected three numbers, e.g. 0.8,0.1,0.1")
+        if len(args.ratio) != 3 or min(args.ratio) < 0 or abs(sum(args.ratio) - 1) > 1e-6:
+            p.error(f"--ratio {','.join(map(str, args.ratio))}: expected three shares >= 0 that sum to 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.cmd == "embed":
@@ -591,6 +613,10 @@ def main(argv=None):
                 log.info("%s: %d samples, frames min %d / mean %.1f / max %d, %d speakers", split,
                          len(samples), min(n), sum(n) / len(n), max(n), len({s["speaker"] for s in samples}))
             check_unique_names(splits)
+        elif args.cmd == "import-pose":
+            import posefile  # needs the optional pose-format package
+            posefile.import_folder(args.poses, args.texts, args.out_dir, args.split_by, args.ratio, args.seed,
+                                   args.z_scale, args.overwrite, log=log.info)
     except (DataError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
 

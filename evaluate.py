@@ -26,6 +26,7 @@ DTW-MJE, TotDist and Dur all see the same subsampled sequences (Dur is then ⌈n
         --backtranslator runs/demo/bt/best.pt --out runs/demo/results.json      # Table 7
     python evaluate.py --data-dir D --split test --predictions submission.pt --backtranslator BT.pt
     python evaluate.py --data-dir D --split dev --vae runs/vae/best.pt --backtranslator BT.pt    # the VAE ceiling alone
+    python evaluate.py ... --generator G --samples 8 --pictures runs/pics       # spread of 8 samples; σ̂ picture
     python benchmarks/dtw.py                                                     # DTW speed
 """
 import argparse
@@ -41,11 +42,12 @@ import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
+import posefile
 import render
 import sample
 from backtranslation import SignToText
-from data import (ARTICULATORS, BODY_JOINTS, NUM_JOINTS, DataError, atomic_save, load_checkpoint, load_split,
-                  pad_stack, safe_load)
+from data import (ARTICULATOR_ORDER, ARTICULATORS, BODY_JOINTS, NUM_JOINTS, DataError, atomic_save, load_checkpoint,
+                  load_split, pad_stack, safe_load)
 from vae import load_vae
 
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
@@ -334,6 +336,45 @@ def dtw_mje(preds, refs):
     return float(err / (sum(len(path) for path in paths) * NUM_JOINTS))
 
 
+def sample_spread(realisations):
+    """How far apart a model's samples of one sentence are: the per-joint Euclidean distance between
+    two samples, frame by frame, averaged over all pairs of samples, frames and sentences.
+
+    realisations: list of (K, N_i, 178, 3) arrays or tensors, K >= 2 → {"all": float, articulator: float}.
+    """
+    total, count = np.zeros(NUM_JOINTS), 0
+    for x in realisations:
+        x = np.asarray(x, dtype=np.float64)                               # (K, N, 178, 3)
+        for a in range(len(x)):
+            for b in range(a + 1, len(x)):
+                total += np.linalg.norm(x[a] - x[b], axis=-1).sum(0)      # (178,) summed over frames
+                count += x.shape[1]
+    per_joint = total / count                                             # (178,)
+    return {"all": float(per_joint.mean()), **{a: float(per_joint[ARTICULATORS[a]].mean()) for a in ARTICULATOR_ORDER}}
+
+
+def sampling_report(realisations, gts, fps_step=1):
+    """DTW-MJE to the ground truth of the mean (z = μ̂) and of each of the K samples, beside the spread
+    between the samples; realisations: list of (mean (N_i, 178, 3), samples (K, N_i, 178, 3)),
+    gts: the ground truth, already at the evaluation frame rate."""
+    means = [m[::fps_step] for m, _ in realisations]
+    draws = [d[:, ::fps_step] for _, d in realisations]
+    per_sample = [dtw_mje([d[k] for d in draws], gts) for k in range(len(draws[0]))]
+    return {"K": len(per_sample), "DTW_mean": dtw_mje(means, gts), "DTW_samples": per_sample,
+            "DTW_samples_mean": float(np.mean(per_sample)), "DTW_samples_std": float(np.std(per_sample)),
+            "spread": sample_spread(draws)}
+
+
+def print_sampling(reports):
+    print(f"| {'Model':32s} | K  | DTW↓ mean (z = μ̂) | DTW↓ samples (± std) | spread | body   | R hand | L hand | face   |")
+    print("|" + "-" * 34 + "|----|-------------------|----------------------|" + "--------|" * 5)
+    for r in reports:
+        sp = r["spread"]
+        print(f"| {r['name']:32s} | {r['K']:<2d} | {r['DTW_mean']:17.4f} | "
+              f"{r['DTW_samples_mean']:.4f} ± {r['DTW_samples_std']:.4f}    | {sp['all']:.4f} | {sp['body']:.4f} | "
+              f"{sp['right_hand']:.4f} | {sp['left_hand']:.4f} | {sp['face']:.4f} |")
+
+
 # ---------------------------------------------------------------------------------------------
 # Total Distance and Average Duration: does the prediction move as much, and as long, as the truth?
 # ---------------------------------------------------------------------------------------------
@@ -518,7 +559,12 @@ def main(argv=None):
                    help="frame step applied to predictions and ground truth (2: 25 fps → 12.5 fps, the protocol)")
     p.add_argument("--mean", action="store_true", help="generate from the predicted means instead of sampling")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
-    p.add_argument("--pictures", default=None, help="folder for example pictures (needs matplotlib; made if missing)")
+    p.add_argument("--pictures", default=None, help="folder for example pictures (needs matplotlib; made if missing); "
+                   "with --generator also the per-frame predicted sigma per articulator under the example strip")
+    p.add_argument("--samples", type=int, default=0, help="K >= 2: also draw K samples per sentence with each "
+                   "--generator and report their DTW-MJE to the ground truth beside the spread between them")
+    p.add_argument("--format", choices=["pt", "pose"], default="pt", help="pose: also write each generator's "
+                   "predictions as one .pose file per sentence, in a folder beside the .pt (needs pose-format)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--cache-dir", default=None,
                    help="text-embedding cache for --generator (default: a folder 'cache' beside --out)")
@@ -534,6 +580,13 @@ def main(argv=None):
     for flag, value in (("--beam", args.beam), ("--fps-step", args.fps_step)):
         if value < 1:
             p.error(f"{flag} must be >= 1, got {value}")
+    if args.samples and (args.samples < 2 or not args.generator):
+        p.error(f"--samples {args.samples}: needs K >= 2 and --generator (samples are drawn from a generator)")
+    if args.format == "pose":
+        try:
+            posefile.pose_format()
+        except DataError as e:
+            p.error(f"--format pose: {e}")
     sample.check_device(p, args.device)
     split_path = os.path.join(args.data_dir, f"{args.split}.pt")
     inputs = {"--generator": args.generator, "--predictions": args.predictions, "--vae": args.vae,
@@ -556,6 +609,7 @@ def main(argv=None):
         baselines = [{"name": "constant text (most frequent training sentence)",
                       **score([constant] * len(refs), refs)}]
         generated, written, reconstructed, alignments, vaes = {}, set(), {}, {}, []
+        sampling, realisations, sigmas = [], {}, {}        # --samples, --pictures
 
         def add_vae_row(vae, path):
             """The VAE row: the ground truth through a VAE (z = μ), the ceiling of every generator
@@ -594,6 +648,8 @@ def main(argv=None):
                 atomic_save(preds, pred_path)
                 written.add(pred_path)
                 print(f"  wrote {pred_path}")
+                if args.format == "pose":
+                    print(f"  wrote {len(posefile.write_pose_folder(preds, pred_path[:-3]))} .pose files to {pred_path[:-3]}")
             else:
                 name, preds = os.path.basename(path), submitted[path]
             while any(r["name"] == name for r in rows):
@@ -604,6 +660,13 @@ def main(argv=None):
             generated[name] = preds
             if args.generator and alignment is not None:
                 alignments[name] = alignment
+                sigmas[name] = sample.predicted_sigma(model, samples[0]["text"], ckpt["bert"], cache_dir, args.device)
+            if args.generator and args.samples:
+                print(f"drawing {args.samples} samples per sentence with {name} ...", flush=True)
+                made = sample.generate_samples(model, vae, refs, ckpt["bert"], args.samples, args.seed,
+                                               cache_dir=cache_dir, device=args.device)
+                realisations[name] = made[0]
+                sampling.append({"name": name, **sampling_report(made, gts, args.fps_step)})
         print()
         print_table(rows)
         print(f"\n{len(samples)} {args.split} sequences at 25/{args.fps_step} fps; BLEU signature: {bleu_signature()}")
@@ -613,6 +676,10 @@ def main(argv=None):
         if gain > 0 and len(rows) > 1:                  # how much of what GT reads each row keeps
             print("chrF gain over the constant text, as a share of GT's: " + ", ".join(
                 f"{r['name']} {100 * (r['chrF'] - baselines[0]['chrF']) / gain:.0f} %" for r in rows[1:]))
+        if sampling:
+            print(f"\n{args.samples} samples per sentence (z = mu + sigma * eps), DTW-MJE to the ground truth "
+                  "and the spread between two samples (mean per-joint distance, same units):")
+            print_sampling(sampling)
         for r in rows:
             if r["DTW"] is not None and not math.isfinite(r["DTW"]):
                 print(f"note: {r['name']}: DTW-MJE overflows ({r['DTW']}); written as null in {args.out}")
@@ -622,6 +689,8 @@ def main(argv=None):
         result = {"rows": finite_or_none(rows), "baselines": finite_or_none(baselines), "split": args.split,
                   "num_samples": len(samples), "fps_step": args.fps_step, "beam": args.beam,
                   "bleu_signature": bleu_signature(), "chrf_signature": chrf_signature()}
+        if sampling:
+            result["sampling"] = finite_or_none(sampling)
         tmp = f"{args.out}.tmp.{os.getpid()}"
         try:
             with open(tmp, "w") as f:
@@ -653,6 +722,13 @@ def main(argv=None):
                     render.save_alignment(att.numpy(), tokens, generated[k][first["name"]].numpy(),
                                           f"{prefix}_alignment{slug}.png", title=f"{k}: cross-attention, {first['text']}")
                     files.append(f"{prefix}_alignment{slug}.png")
+                    strip = {"ground truth": first["poses_3d"].numpy(), k: generated[k][first["name"]].numpy()}
+                    if k in realisations:                  # the mean and two of the samples
+                        strip = {"ground truth": strip["ground truth"], "mean (z = μ̂)": realisations[k][0].numpy(),
+                                 **{f"sample {i + 1}": d.numpy() for i, d in enumerate(realisations[k][1][:2])}}
+                    render.save_strip(strip, f"{prefix}_uncertainty{slug}.png", sigma=sigmas[k],
+                                      title=f"{k}: predicted σ̂ per articulator, {first['text']}")
+                    files.append(f"{prefix}_uncertainty{slug}.png")
                 print("wrote", ", ".join(files))
             except (ImportError, SystemExit) as e:
                 print(f"pictures skipped: {e}")

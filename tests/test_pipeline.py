@@ -241,3 +241,40 @@ def test_a_generator_checkpoint_that_names_the_query_span_q_still_loads(pipeline
     old, new = (sample.load_generator(str(p))[0] for p in (tmp_path / "old.pt", root / "gen1" / "best.pt"))
     assert old.config == new.config and old.config["query_span"] == 3
     assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+
+
+def test_evaluate_samples_report_pose_export_and_sigma_picture(pipeline, tmp_path):
+    """--samples 3: the mean's and each sample's DTW-MJE (recomputed here from generate_poses and
+    generate_samples) beside a positive spread; --format pose: one .pose per sentence holding the
+    scored predictions; --pictures: the σ̂ strip."""
+    pytest.importorskip("matplotlib")
+    import posefile
+    import sample
+    from data import load_split
+    from evaluate import dtw_mje
+    root, d = pipeline
+    gen = str(root / "gen2" / "best.pt")
+    out = tmp_path / "results.json"
+    ok(run([PY, "evaluate.py", "--data-dir", d, "--split", "test", "--generator", gen, "--backtranslator",
+            str(root / "bt" / "best.pt"), "--out", str(out), "--samples", "3", "--format", "pose",
+            "--pictures", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]))
+    report = json.loads(out.read_text())["sampling"]
+    assert [r["name"] for r in report] == ["A2V-SLP + KL"] and report[0]["K"] == 3
+    samples = load_split(os.path.join(d, "test.pt"))
+    gts = [s["poses_3d"][::2] for s in samples]
+    model, vae, ckpt = sample.load_generator(gen)
+    texts = [s["text"] for s in samples]
+    means = sample.generate_poses(model, vae, texts, ckpt["bert"], sample=False, cache_dir=str(tmp_path / "cache"))
+    assert report[0]["DTW_mean"] == pytest.approx(dtw_mje([m[::2] for m in means], gts), rel=1e-6)
+    made = sample.generate_samples(model, vae, texts, ckpt["bert"], 3, seed=0, cache_dir=str(tmp_path / "cache"))
+    for k in range(3):
+        assert report[0]["DTW_samples"][k] == pytest.approx(dtw_mje([s[k, ::2] for _, s in made], gts), rel=1e-6)
+    assert report[0]["spread"]["all"] > 0 and len(set(report[0]["DTW_samples"])) == 3
+    preds = load(tmp_path / "test_A2V-SLP_KL.pt")
+    folder = tmp_path / "test_A2V-SLP_KL"
+    assert sorted(os.listdir(folder)) == sorted(f"{n}.pose" for n in preds)
+    from pose_format import Pose
+    for n, p in preds.items():
+        back = np.asarray(Pose.read((folder / f"{n}.pose").read_bytes()).body.data.data)[:, 0]   # file order
+        np.testing.assert_allclose(back[:, posefile.FILE_ORDER.argsort()], p.numpy(), atol=1e-6)
+    assert (tmp_path / "example_uncertainty.png").stat().st_size > 1000
