@@ -3,7 +3,7 @@
 Generated pose sequences are scored by translating them back to text with a sign-to-text model
 trained on ground-truth poses, then computing BLEU / chrF / ROUGE against the reference sentence
 (evaluate.py). The challenge's model is a Transformer of the Camgoz et al. SLT kind
-(REFERENCE.md §2), and so is this one:
+(the SLRTP 2025 challenge), and so is this one:
 
     each frame (178×3 = 534 values) -> linear spatial embedding -> + sinusoidal positions
     -> Transformer encoder -> autoregressive Transformer decoder over a word vocabulary

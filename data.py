@@ -29,7 +29,7 @@ import torch
 log = logging.getLogger("a2vslp")
 
 # ---------------------------------------------------------------------------------------------
-# Skeleton layout (REFERENCE.md §1)
+# Skeleton layout of the SLRTP 2025 3D release of PHOENIX-2014T
 # ---------------------------------------------------------------------------------------------
 
 NUM_JOINTS = 178
@@ -62,7 +62,7 @@ HAND_FINGERS = {
 }
 
 # MediaPipe face-mesh contours (FACEMESH_CONTOURS), each as the ordered loop or polyline of
-# face-mesh indices. Their union is the 128 face keypoints of the release (REFERENCE.md §1).
+# face-mesh indices. Their union is the 128 face keypoints of the release.
 FACE_CONTOURS = {
     "lips_outer": (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291,
                    409, 270, 269, 267, 0, 37, 39, 40, 185),
@@ -116,7 +116,7 @@ def skeleton_bones():
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading the release format (REFERENCE.md §1)
+# Loading the release format: {name: {name, text, gloss, poses_3d, speaker}} per split
 # ---------------------------------------------------------------------------------------------
 
 class DataError(ValueError):

@@ -1,7 +1,7 @@
 """Evaluation metrics of A²V-SLP: back-translation text scores, DTW-MJE and the challenge's motion
 columns (§4.2, Table 7).
 
-The protocol is the one of the SLRTP 2025 challenge (REFERENCE.md §2):
+The protocol is the one of the SLRTP 2025 challenge:
 - BLEU-1..4: sacrebleu corpus BLEU, cumulative n-gram orders, tokenize="none", no lowercasing,
   floor smoothing with value 0 (i.e. none), effective order on;
 - chrF: sacrebleu CHRF() defaults, corpus level;
@@ -475,6 +475,13 @@ def generator_name(ckpt_args):
         extra.append(f"log-variance floor {ckpt_args['logvar_floor']}")
     if ckpt_args.get("logvar_weight", 1.0) != 1.0:
         extra.append(f"log-variance weight {ckpt_args['logvar_weight']}")
+    alignment = ckpt_args.get("alignment", "mas")
+    if alignment != "mas":
+        extra.append("the paper's decoder, no alignment" if alignment == "none" else f"{alignment} alignment")
+    if alignment != "none" and not ckpt_args.get("char_embedding", True):
+        extra.append("no character embedding")
+    if alignment != "none" and ckpt_args.get("guide_weight", 1.0) != 1.0:
+        extra.append(f"guide weight {ckpt_args['guide_weight']}")
     return name + (f" ({', '.join(extra)})" if extra else "")
 
 

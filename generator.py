@@ -11,7 +11,7 @@ decodes sampled latents into poses.
         --vae runs/demo/vae/best.pt --data-dir runs/demo/data --out-dir runs/demo/gen2
     python sample.py --generator runs/demo/gen2/best.pt --data-dir runs/demo/data ...
 
-Where the paper is silent, the choices follow the authors' earlier code (DARSLP, REFERENCE.md §3)
+Where the paper is silent, the choices follow the authors' earlier code (DARSLP, Tasyurek et al. 2025)
 or are stated on the line that makes them. Masks are bool and True at real positions.
 """
 import math
@@ -24,7 +24,7 @@ from data import ARTICULATOR_ORDER, CHAR_BUCKETS, NUM_JOINTS
 from gloss_attention import GlossAttention
 from vae import LATENT_SIZES, split_articulators
 
-# "absolute": the projected reference pose + PE(t), as in the paper and DARSLP (REFERENCE.md §3);
+# "absolute": the projected reference pose + PE(t), as in the paper and DARSLP;
 # "progress": + PE(t / (N - 1) · max_frames) as well, so every query also knows how far through its
 # own sequence it is (the counter of Progressive Transformers, Saunders et al. 2020); not in the paper.
 TIME_QUERIES = ("progress", "absolute")
@@ -127,7 +127,7 @@ class A2VSLP(nn.Module):
 
     All constructor arguments are plain values (kept in `self.config`), so a checkpoint rebuilds
     the model with `A2VSLP(**config)` and restores the reference pose with the state_dict.
-    Defaults are the paper's values; `max_frames` = 300 follows DARSLP (REFERENCE.md §3).
+    Defaults are the paper's values; `max_frames` = 300 follows DARSLP.
     """
 
     def __init__(self, text_dim, d_model=512, enc_layers=3, enc_heads=4, dec_layers=6, dec_heads=8,
@@ -154,7 +154,7 @@ class A2VSLP(nn.Module):
                                            norm_first=True)
         self.text_encoder = nn.TransformerEncoder(layer, enc_layers, norm=nn.LayerNorm(d_model),
                                                   enable_nested_tensor=False)
-        # Length predictor on the mean-pooled encoder output (REFERENCE.md §3).
+        # Length predictor on the mean-pooled encoder output (as in DARSLP).
         self.length_head = nn.Linear(d_model, 1)
 
         # Time queries from the stationary reference pose (§3.2); the pose is set by the caller.
@@ -347,7 +347,7 @@ class A2VSLP(nn.Module):
         return (q, intervals, layout[1]), dict(positions=(q / total, intervals / total[..., None]), **losses)
 
     def predict_lengths(self, ratio):
-        """round(ratio * max_frames) clamped to [1, max_frames] (REFERENCE.md §3); (B,) long."""
+        """round(ratio * max_frames) clamped to [1, max_frames] (as in DARSLP); (B,) long."""
         return torch.round(ratio * self.max_frames).long().clamp(1, self.max_frames)
 
     @torch.no_grad()
@@ -506,7 +506,7 @@ def guided_attention_loss(attention, prior, p, text_mask, frame_mask, width):
 
 
 def length_loss(ratio_hat, frames, max_frames):
-    """L1 between the predicted ratio (B,) and min(frames / max_frames, 1) (REFERENCE.md §3)."""
+    """L1 between the predicted ratio (B,) and min(frames / max_frames, 1) (as in DARSLP)."""
     frames = torch.as_tensor(frames, device=ratio_hat.device)
     assert frames.shape == ratio_hat.shape and max_frames >= 1, f"shapes {tuple(frames.shape)}, {tuple(ratio_hat.shape)}"
     target = (frames.to(ratio_hat.dtype) / max_frames).clamp(max=1.0)                 # (B,)

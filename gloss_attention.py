@@ -1,7 +1,7 @@
 r"""Gloss attention: decoder self-attention restricted to a local temporal window (§3.2, Tables 2–4).
 
 Each frame query t attends only to the N frames t-(N-1)/2 … t+(N-1)/2 that exist and are real
-(N odd). Unlike the first public code of gloss attention (REFERENCE.md §4), the window is
+(N odd). Unlike the first public code of gloss attention (Yin et al. 2023), the window is
 symmetric, positions never wrap around the sequence ends, and padded frames are always masked.
 
     .venv/bin/python -m pytest tests/test_gloss_attention.py   # exactness and module tests

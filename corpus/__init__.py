@@ -1,12 +1,15 @@
 """Built-in synthetic sign-language corpus in the PHOENIX-2014T 3D release format (§4.1).
 
 The paper trains on the SLRTP 2025 3D poses of PHOENIX-2014T (German weather forecasts, DGS),
-which cannot be downloaded here. This package writes a stand-in with the same file format
-(REFERENCE.md §1) and the same difficulties: German weather sentences whose gloss sequence is
-in sign order (language.py), signs built from handshape / location / movement / palm orientation,
-two-handed signs, mouthing and other non-manual components, several signers with their own bodies,
-speeds and tracking noise, co-articulated transitions and a rest pose at both ends (signing.py,
-body.py).
+which cannot be downloaded here. This package writes a stand-in with the same file format (the
+SLRTP 2025 3D release: per split a dict of samples with poses_3d (N, 178, 3)) and the same
+difficulties: German weather sentences whose gloss sequence is in sign order (language.py), signs
+built from handshape / location / movement / palm orientation, two-handed signs, mouthing and
+other non-manual components, several signers with their own bodies, speeds and tracking noise,
+co-articulated transitions and a rest pose at both ends (signing.py, body.py). `--mode
+fingerspelling` writes the hard case instead: short texts spelled letter by letter with a
+two-handed alphabet, meaning in quick finger configurations rather than in arm paths
+(fingerspelling.py).
 
     python -m corpus --out-dir runs/demo/data [--seed 0] [--num-train 1200] [--signers 6]
     python -m corpus --out-dir D --num-train 300 --tracking mediapipe   # noisier, like MediaPipe
