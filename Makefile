@@ -1,5 +1,6 @@
 # Two commands: `make demo` runs the whole pipeline on the built-in corpus, `make test` the tests.
-# Both create .venv when missing and install requirements.txt only when it changed.
+# Both create .venv when missing and install requirements.txt (and the optional requirements-pose.txt)
+# only when they changed.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,11 +11,12 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: demo test bench clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-pose.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	grep -v '^$(NODEPS)' requirements.txt > $(VENV)/requirements-deps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements-deps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $$(grep '^$(NODEPS)' requirements.txt)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-pose.txt
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -15,7 +15,8 @@ Table 5 setting with phase 2, once with the KL term (Eq. 4) and once without, fo
 An interrupted run continues where it stopped: a finished job leaves OUT/jobs/KEY.done and is not
 run again; an unfinished training resumes from its last.pt (train.py's --resume auto).
 The results go to OUT/ablations.md and OUT/ablations.json: per table the GT and VAE rows and each
-variant's DTW, BLEU-1..4, chrF, ROUGE as mean ± std over seeds, the paper's numbers beside them,
+variant's DTW, BLEU-1..4, chrF, ROUGE, WER, Total Distance and Average Duration (evaluate.py's
+columns) as mean ± std over seeds, the paper's numbers beside them (it gives no WER, TotDist, Dur),
 and a line per claim of the paper saying whether its ordering held here (BLEU-4, in pooled
 standard deviations of the seeds). Logs of every job: OUT/logs/KEY.log.
 """
@@ -29,7 +30,9 @@ import subprocess
 import sys
 import time
 
-METRICS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE")
+METRICS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE", "WER", "TotDist", "Dur")   # evaluate.COLUMNS
+ARROWS = {"DTW": "↓", "WER": "↓", "TotDist": "→1", "Dur": "→1"}   # evaluate.ARROWS; the others: ↑
+PAPER_METRICS = ("B1", "B2", "B3", "B4", "chrF", "ROUGE")          # the columns of the paper's tables
 FIXED = ["--hand-weights", "fixed", "--fixed-weights", "14", "10", "2"]   # §4.4.2: all attention ablations
 LOCAL = ["--fusion", "local", "--window", "3", "--query", "none"]
 
@@ -63,7 +66,7 @@ VARIANTS = {
 PHASE2 = {"phase2-no-kl": ("dyn-3.5-2.5-x4", ["--kl-weight", "0"]),
           "phase2-kl": ("dyn-3.5-2.5-x4", [])}
 
-# The paper's dev-set numbers (B1, B2, B3, B4, chrF, ROUGE; None where a table leaves a column out).
+# The paper's dev-set numbers (PAPER_METRICS; None where a table leaves a column out).
 GT_DEV = (30.92, 21.34, 16.01, 12.74, 34.71, 30.19)
 N3 = (30.09, 20.12, 14.76, 11.59, 33.42, 29.15)
 TABLES = {
@@ -300,25 +303,29 @@ def dependencies(jobs, key):
 
 
 def mean_std(values):
+    """(mean, sample std) of the values; (None, None) if one is missing (null in results.json, or a
+    results.json written before that column existed)."""
+    if any(v is None for v in values):
+        return None, None
     m = sum(values) / len(values)
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
     return m, sd
 
 
 def collect(args):
-    """Read the evaluations: {variant: {"seeds": [rows], "gt": row, "vae": row}}."""
+    """Read the evaluations: {variant: {"seeds": [rows], "gt": row, "vae": row}}. A variant that is
+    a row of several tables (local-N3 of Tables 2-4) is read once."""
     got = {}
-    for t in args.tables:
-        for _, v, _ in TABLES[t][1]:
-            for seed in range(args.seeds):
-                path = eval_path(args.out_dir, v, seed)
-                if not os.path.exists(path):
-                    continue
-                with open(path) as f:
-                    rows = json.load(f)["rows"]
-                entry = got.setdefault(v, {"seeds": [], "gt": rows[0]})
-                entry["vae"] = next((r for r in rows if r["name"] == "VAE"), None)
-                entry["seeds"].append(next(r for r in rows if r["name"] not in ("GT", "VAE")))
+    for v in dict.fromkeys(v for t in args.tables for _, v, _ in TABLES[t][1]):
+        for seed in range(args.seeds):
+            path = eval_path(args.out_dir, v, seed)
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                rows = json.load(f)["rows"]
+            entry = got.setdefault(v, {"seeds": [], "gt": rows[0]})
+            entry["vae"] = next((r for r in rows if r["name"] == "VAE"), None)
+            entry["seeds"].append(next(r for r in rows if r["name"] not in ("GT", "VAE")))
     return got
 
 
@@ -330,16 +337,16 @@ def summarize(args, got, job_seconds):
         out_rows = []
         any_entry = next((got[v] for _, v, _ in rows if v in got), None)
         if any_entry:
-            out_rows.append({"name": "GT (dev)", "mean": {m: any_entry["gt"][m] for m in METRICS},
-                             "paper": dict(zip(METRICS[1:], GT_DEV))})
+            out_rows.append({"name": "GT (dev)", "mean": {m: any_entry["gt"].get(m) for m in METRICS},
+                             "paper": dict(zip(PAPER_METRICS, GT_DEV))})
             vaes = {VARIANTS[v if v in VARIANTS else PHASE2[v][0]][0]: got[v]["vae"] for _, v, _ in rows if v in got}
             for layout, r in sorted(vaes.items()):
                 if r is not None:
-                    out_rows.append({"name": f"VAE ({layout}) reconstructions", "mean": {m: r[m] for m in METRICS}})
+                    out_rows.append({"name": f"VAE ({layout}) reconstructions", "mean": {m: r.get(m) for m in METRICS}})
         for name, v, paper in rows:
-            row = {"name": name, "variant": v, "paper": dict(zip(METRICS[1:], paper))}
+            row = {"name": name, "variant": v, "paper": dict(zip(PAPER_METRICS, paper))}
             if v in got:
-                stats = {m: mean_std([r[m] for r in got[v]["seeds"]]) for m in METRICS}
+                stats = {m: mean_std([r.get(m) for r in got[v]["seeds"]]) for m in METRICS}
                 row.update(seeds=len(got[v]["seeds"]), mean={m: s[0] for m, s in stats.items()},
                            std={m: s[1] for m, s in stats.items()})
             out_rows.append(row)
@@ -378,8 +385,8 @@ def markdown(summary):
              f"generator {st['epochs']} epochs{', quick setting' if st['quick'] else ''})", ""]
     for t, tab in summary["tables"].items():
         lines += [f"## Table {t}: {tab['title']}", "",
-                  "| Model | DTW↓ | B1↑ | B2↑ | B3↑ | B4↑ | chrF↑ | ROUGE↑ | paper B1 / B4 / chrF / ROUGE |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| Model | " + " | ".join(m + ARROWS.get(m, "↑") for m in METRICS) + " | paper B1 / B4 / chrF / ROUGE |",
+                  "|---|" + "---|" * len(METRICS) + "---|"]
         for row in tab["rows"]:
             paper = row.get("paper")
             ptxt = " / ".join("–" if paper[m] is None else f"{paper[m]:.2f}" for m in ("B1", "B4", "chrF", "ROUGE")) \

@@ -7,6 +7,7 @@ Implements the data side of §3.1 (178 keypoints split into body, right hand, le
     python -m corpus --out-dir runs/demo/data                     # the built-in corpus (corpus/)
     python data.py embed --data-dir runs/demo/data [--bert NAME]  # cache the text embeddings
     python data.py check --data-dir /path/to/phoenix              # validate a release
+    python data.py import-pose --poses DIR --texts texts.csv --out-dir D   # MediaPipe .pose files (posefile.py)
 
 Conventions used everywhere in the project:
 - articulators are ordered body, right hand, left hand, face (ARTICULATOR_ORDER);
@@ -480,6 +481,32 @@ def text_embeddings(texts, bert=OFFLINE_BERT, cache_dir=None, max_tokens=MAX_TOK
     return {t: cache[t].float() for t in texts}
 
 
+CHAR_BUCKETS = 512   # character ids: 0 for a special token, else 1 + (code point mod 511)
+
+
+def text_layout(texts, bert=OFFLINE_BERT, max_tokens=MAX_TOKENS):
+    """{text: (spans (L, 2) float32, chars (U,) int64)}: where each of the L tokens of
+    `text_embeddings` lies on the text, and the characters of the text in token order.
+
+    spans: [start, end) in characters; a token owns its characters and the spaces before it,
+    special tokens ([CLS], [SEP]) own none. chars: one id per unit of the generator's alignment
+    (every character of every token, one unit for a special token), 0 for a special token, else
+    1 + (lower-case code point mod 511). The generator lays the text out on this axis of units.
+    """
+    tokenizer, _ = load_text_encoder(bert, with_model=False)
+    out = {}
+    for text in sorted(set(texts)):
+        enc = tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
+        spans, chars, end = [], [], 0
+        for a, b in enc["offset_mapping"]:
+            width = max(b - end, 0) if b > a else 0                  # special tokens: (0, 0)
+            spans.append((end, end + width))
+            chars += [1 + ord(c) % (CHAR_BUCKETS - 1) for c in text[end:end + width].lower()] or [0]
+            end += width
+        out[text] = (torch.tensor(spans, dtype=torch.float32), torch.tensor(chars))   # (L, 2), (U,)
+    return out
+
+
 @contextlib.contextmanager
 def sigint_deferred():
     """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then act on it as
@@ -531,12 +558,13 @@ def atomic_save(obj, path):
 class SignDataset(torch.utils.data.Dataset):
     """Samples of one split joined with their text embeddings and (optionally) latent targets.
 
-    Items are dicts: name, text, poses (N, 178, 3), and when given text_emb (L, E) and
-    latent (N, 160) = [μ ‖ log σ²] from the frozen VAE encoder (§4.4).
+    Items are dicts: name, text, poses (N, 178, 3), and when given text_emb (L, E),
+    latent (N, 160) = [μ ‖ log σ²] from the frozen VAE encoder (§4.4), text_spans (L, 2) and
+    text_chars (U,) (text_layout).
     """
 
-    def __init__(self, samples, text_emb=None, latents=None):
-        self.samples, self.text_emb, self.latents = samples, text_emb, latents
+    def __init__(self, samples, text_emb=None, latents=None, layout=None):
+        self.samples, self.text_emb, self.latents, self.layout = samples, text_emb, latents, layout
 
     def __len__(self):
         return len(self.samples)
@@ -548,6 +576,8 @@ class SignDataset(torch.utils.data.Dataset):
             item["text_emb"] = self.text_emb[s["text"]]
         if self.latents is not None:
             item["latent"] = self.latents[s["name"]]
+        if self.layout is not None:
+            item["text_spans"], item["text_chars"] = self.layout[s["text"]]
         return item
 
 
@@ -563,7 +593,8 @@ def pad_stack(seqs):
 
 def collate(items):
     """Batch of SignDataset items: poses (B, T, 178, 3), frame_mask (B, T), lengths (B,), and
-    text_emb (B, L, E) + text_mask (B, L), latent (B, T, 160) when the items carry them."""
+    text_emb (B, L, E) + text_mask (B, L), latent (B, T, 160), text_spans (B, L, 2) and
+    text_chars (B, U) when the items carry them."""
     batch = {"names": [it["name"] for it in items], "texts": [it["text"] for it in items]}
     batch["poses"], batch["frame_mask"] = pad_stack([it["poses"] for it in items])
     batch["lengths"] = batch["frame_mask"].sum(1)
@@ -571,6 +602,9 @@ def collate(items):
         batch["text_emb"], batch["text_mask"] = pad_stack([it["text_emb"] for it in items])
     if "latent" in items[0]:
         batch["latent"], _ = pad_stack([it["latent"] for it in items])
+    if "text_spans" in items[0]:
+        batch["text_spans"], _ = pad_stack([it["text_spans"] for it in items])
+        batch["text_chars"], _ = pad_stack([it["text_chars"] for it in items])
     return batch
 
 
@@ -587,7 +621,28 @@ def main(argv=None):
     e.add_argument("--cache-dir", default=None, help="embedding cache folder (default DATA_DIR/cache)")
     c = sub.add_parser("check", help="validate every sample of a release and print statistics")
     c.add_argument("--data-dir", required=True, help="folder with train.pt, dev.pt, test.pt")
+    i = sub.add_parser("import-pose", help="MediaPipe Holistic .pose files + a CSV of texts -> a release "
+                       "(25 fps, missing hands filled, normalised; posefile.py)")
+    i.add_argument("--poses", required=True, help="folder of NAME.pose files (pose-format, MediaPipe Holistic)")
+    i.add_argument("--texts", required=True, help="CSV with a header row: name,text[,gloss,speaker,split]")
+    i.add_argument("--out-dir", required=True, help="folder for train.pt, dev.pt, test.pt and import_summary.json")
+    i.add_argument("--split-by", choices=["column", "ratio"], default=None,
+                   help="the CSV's split column, or a seeded random draw with --ratio "
+                        "(default: column when every row has a split, else ratio)")
+    i.add_argument("--ratio", default="0.8,0.1,0.1", help="train,dev,test shares for --split-by ratio")
+    i.add_argument("--seed", type=int, default=0, help="seed of the --split-by ratio draw")
+    i.add_argument("--z-scale", choices=["width", "1"], default="width",
+                   help="width: z times the file's width (pose-format's MediaPipe writer stores x, y in pixels "
+                        "and z in image widths); 1: z as stored")
+    i.add_argument("--overwrite", action="store_true", help="replace train/dev/test.pt already in --out-dir")
     args = p.parse_args(argv)
+    if args.cmd == "import-pose":
+        try:
+            args.ratio = tuple(float(r) for r in args.ratio.split(","))
+        except ValueError:
+            p.error(f"--ratio {args.ratio}: expected three numbers, e.g. 0.8,0.1,0.1")
+        if len(args.ratio) != 3 or min(args.ratio) < 0 or abs(sum(args.ratio) - 1) > 1e-6:
+            p.error(f"--ratio {','.join(map(str, args.ratio))}: expected three shares >= 0 that sum to 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.cmd == "embed":
@@ -605,6 +660,10 @@ def main(argv=None):
                 log.info("%s: %d samples, frames min %d / mean %.1f / max %d, %d speakers", split,
                          len(samples), min(n), sum(n) / len(n), max(n), len({s["speaker"] for s in samples}))
             check_unique_names(splits)
+        elif args.cmd == "import-pose":
+            import posefile  # needs the optional pose-format package
+            posefile.import_folder(args.poses, args.texts, args.out_dir, args.split_by, args.ratio, args.seed,
+                                   args.z_scale, args.overwrite, log=log.info)
     except (DataError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
 

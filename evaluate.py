@@ -1,4 +1,5 @@
-"""Evaluation metrics of A²V-SLP: back-translation text scores and DTW-MJE (§4.2, Table 7).
+"""Evaluation metrics of A²V-SLP: back-translation text scores, DTW-MJE and the challenge's motion
+columns (§4.2, Table 7).
 
 The protocol is the one of the SLRTP 2025 challenge (REFERENCE.md §2):
 - BLEU-1..4: sacrebleu corpus BLEU, cumulative n-gram orders, tokenize="none", no lowercasing,
@@ -7,10 +8,17 @@ The protocol is the one of the SLRTP 2025 challenge (REFERENCE.md §2):
 - ROUGE: per-sentence ROUGE-L on whitespace tokens with the COCO F-measure (β = 1.2), averaged, ×100;
 - DTW-MJE: exact DTW between predicted and reference frames (Euclidean distance between whole
   534-d frames), then the mean per-joint Euclidean distance over the aligned frame pairs of all
-  sequences concatenated.
+  sequences concatenated;
+- WER: word edit distance of the back-translation summed over sentences / reference words × 100,
+  after lower-casing, punctuation removal and whitespace normalisation of both sides;
+- TotDist (Total Distance): mean wrist path length Σ_t ||x_{t+1} - x_t|| of the predictions over
+  that of the ground truth, left and right wrist, the two ratios averaged (1 is ideal; a model
+  that regresses to the mean pose moves little and scores far below 1);
+- Dur (Average Duration): mean over sequences of predicted frames / ground-truth frames.
 
 The functions score exactly what they are given: the 12.5 fps subsampling (`[::2]`) of both sides
-is the caller's job; the command line does it (--fps-step 2, on by default for 25 fps data).
+is the caller's job; the command line does it (--fps-step 2, on by default for 25 fps data), so
+DTW-MJE, TotDist and Dur all see the same subsampled sequences (Dur is then ⌈n/2⌉ / ⌈m/2⌉ per pair).
 
     python evaluate.py          # after train.py's flag-free stages: runs/data, runs/generator{,-kl}, runs/backtranslation
     python evaluate.py --data-dir runs/demo/data --split test \
@@ -18,6 +26,7 @@ is the caller's job; the command line does it (--fps-step 2, on by default for 2
         --backtranslator runs/demo/bt/best.pt --out runs/demo/results.json      # Table 7
     python evaluate.py --data-dir D --split test --predictions submission.pt --backtranslator BT.pt
     python evaluate.py --data-dir D --split dev --vae runs/vae/best.pt --backtranslator BT.pt    # the VAE ceiling alone
+    python evaluate.py ... --generator G --samples 8 --pictures runs/pics       # spread of 8 samples; σ̂ picture
     python benchmarks/dtw.py                                                     # DTW speed
 """
 import argparse
@@ -25,6 +34,7 @@ import json
 import math
 import os
 import sys
+import unicodedata
 from collections import Counter
 
 import numpy as np
@@ -32,10 +42,12 @@ import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
+import posefile
 import render
 import sample
 from backtranslation import SignToText
-from data import NUM_JOINTS, DataError, atomic_save, load_checkpoint, load_split, pad_stack, safe_load
+from data import (ARTICULATOR_ORDER, ARTICULATORS, BODY_JOINTS, NUM_JOINTS, DataError, atomic_save, load_checkpoint,
+                  load_split, pad_stack, safe_load)
 from vae import load_vae
 
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
@@ -110,6 +122,34 @@ def rouge_l(hyps, refs, beta=1.2):
         s = scorer.score(ref, hyp)["rougeL"]  # score(target, prediction)
         total += f_beta(s.precision, s.recall, beta)
     return 100.0 * total / len(hyps)
+
+
+def words(text):
+    """Lower-cased words of `text` with punctuation (Unicode categories P*) removed, split on any
+    whitespace; letters of every script stay: "Über-Nacht: Regen." -> ["übernacht", "regen"]."""
+    return "".join(c for c in text.lower() if not unicodedata.category(c).startswith("P")).split()
+
+
+def edit_distance(hyp, ref):
+    """Fewest substitutions + insertions + deletions that turn the word list hyp into ref
+    (Levenshtein), one row of the DP table at a time: row[i] = distance of hyp[:i] to ref[:j]."""
+    row = list(range(len(hyp) + 1))                                   # ref[:0]: i insertions
+    for j, r in enumerate(ref, 1):
+        prev, row = row, [j]                                          # hyp[:0]: j deletions
+        for i, h in enumerate(hyp, 1):
+            row.append(min(prev[i] + 1, row[i - 1] + 1, prev[i - 1] + (h != r)))
+    return row[-1]
+
+
+def wer(hyps, refs):
+    """Corpus word error rate (0-100, may exceed 100): Σ edit distance / Σ reference words × 100,
+    both sides normalised by words()."""
+    hyps, refs = _check_texts(hyps, refs)
+    pairs = [(words(h), words(r)) for h, r in zip(hyps, refs)]
+    num_words = sum(len(r) for _, r in pairs)
+    if num_words == 0:
+        raise ValueError("the references hold no words after punctuation removal: WER is undefined")
+    return 100.0 * sum(edit_distance(h, r) for h, r in pairs) / num_words
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,11 +336,85 @@ def dtw_mje(preds, refs):
     return float(err / (sum(len(path) for path in paths) * NUM_JOINTS))
 
 
+def sample_spread(realisations):
+    """How far apart a model's samples of one sentence are: the per-joint Euclidean distance between
+    two samples, frame by frame, averaged over all pairs of samples, frames and sentences.
+
+    realisations: list of (K, N_i, 178, 3) arrays or tensors, K >= 2 → {"all": float, articulator: float}.
+    """
+    total, count = np.zeros(NUM_JOINTS), 0
+    for x in realisations:
+        x = np.asarray(x, dtype=np.float64)                               # (K, N, 178, 3)
+        for a in range(len(x)):
+            for b in range(a + 1, len(x)):
+                total += np.linalg.norm(x[a] - x[b], axis=-1).sum(0)      # (178,) summed over frames
+                count += x.shape[1]
+    per_joint = total / count                                             # (178,)
+    return {"all": float(per_joint.mean()), **{a: float(per_joint[ARTICULATORS[a]].mean()) for a in ARTICULATOR_ORDER}}
+
+
+def sampling_report(realisations, gts, fps_step=1):
+    """DTW-MJE to the ground truth of the mean (z = μ̂) and of each of the K samples, beside the spread
+    between the samples; realisations: list of (mean (N_i, 178, 3), samples (K, N_i, 178, 3)),
+    gts: the ground truth, already at the evaluation frame rate."""
+    means = [m[::fps_step] for m, _ in realisations]
+    draws = [d[:, ::fps_step] for _, d in realisations]
+    per_sample = [dtw_mje([d[k] for d in draws], gts) for k in range(len(draws[0]))]
+    return {"K": len(per_sample), "DTW_mean": dtw_mje(means, gts), "DTW_samples": per_sample,
+            "DTW_samples_mean": float(np.mean(per_sample)), "DTW_samples_std": float(np.std(per_sample)),
+            "spread": sample_spread(draws)}
+
+
+def print_sampling(reports):
+    print(f"| {'Model':32s} | K  | DTW↓ mean (z = μ̂) | DTW↓ samples (± std) | spread | body   | R hand | L hand | face   |")
+    print("|" + "-" * 34 + "|----|-------------------|----------------------|" + "--------|" * 5)
+    for r in reports:
+        sp = r["spread"]
+        print(f"| {r['name']:32s} | {r['K']:<2d} | {r['DTW_mean']:17.4f} | "
+              f"{r['DTW_samples_mean']:.4f} ± {r['DTW_samples_std']:.4f}    | {sp['all']:.4f} | {sp['body']:.4f} | "
+              f"{sp['right_hand']:.4f} | {sp['left_hand']:.4f} | {sp['face']:.4f} |")
+
+
+# ---------------------------------------------------------------------------------------------
+# Total Distance and Average Duration: does the prediction move as much, and as long, as the truth?
+# ---------------------------------------------------------------------------------------------
+
+WRISTS = tuple(ARTICULATORS["body"].start + BODY_JOINTS.index(j) for j in ("LWrist", "RWrist"))  # (5, 2)
+
+
+def path_length(x, joint):
+    """Σ_t ||x_{t+1} - x_t|| of one joint over flattened frames x (N, 534), in float64."""
+    p = x[:, 3 * joint:3 * joint + 3].astype(np.float64)                  # (N, 3)
+    return float(np.sqrt(np.square(np.diff(p, axis=0)).sum(1)).sum())
+
+
+def total_distance(preds, refs):
+    """Total Distance: for each wrist, the mean path length of the predictions over the mean path
+    length of the references; the two ratios averaged. NaN if a wrist never moves in refs.
+
+    preds, refs: equally long lists of (N, 178, 3) tensors or arrays (any real dtype).
+    """
+    xs, ys, _, _ = _pairs(preds, refs)
+    ratios = []
+    for joint in WRISTS:
+        pred = np.mean([path_length(x, joint) for x in xs])
+        ref = np.mean([path_length(y, joint) for y in ys])
+        ratios.append(pred / ref if ref > 0 else math.nan)
+    return float(np.mean(ratios))
+
+
+def average_duration(preds, refs):
+    """Average Duration: mean over pairs of predicted frames / reference frames."""
+    _, _, n, m = _pairs(preds, refs)
+    return float(np.mean(n / m))
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line: generate with each generator (or read submissions), back-translate, score (Table 7)
 # ---------------------------------------------------------------------------------------------
 
-COLUMNS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE")
+COLUMNS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE", "WER", "TotDist", "Dur")
+ARROWS = {"DTW": "↓", "WER": "↓", "TotDist": "→1", "Dur": "→1"}   # the others: ↑ (higher is better)
 
 
 def chrf_signature():
@@ -328,11 +442,14 @@ def back_translate(model, seqs, beam_size=3, batch_size=32, device="cpu"):
 
 
 def score(hyps, refs, preds=None, gts=None):
-    """One results row: DTW-MJE (when poses are given), BLEU-1..4, chrF, ROUGE-L, all ×100 but DTW."""
+    """One results row: BLEU-1..4, chrF, ROUGE-L, WER (×100) and, when poses are given (None when
+    not), DTW-MJE, Total Distance and Average Duration of exactly these sequences."""
     row = {"DTW": dtw_mje(preds, gts) if preds is not None else None}
     for n in range(1, 5):
         row[f"B{n}"] = bleu(hyps, refs, n)
-    row["chrF"], row["ROUGE"] = chrf(hyps, refs), rouge_l(hyps, refs)
+    row["chrF"], row["ROUGE"], row["WER"] = chrf(hyps, refs), rouge_l(hyps, refs), wer(hyps, refs)
+    row["TotDist"] = total_distance(preds, gts) if preds is not None else None
+    row["Dur"] = average_duration(preds, gts) if preds is not None else None
     return row
 
 
@@ -399,12 +516,13 @@ def read_predictions(path, names):
 
 
 def print_table(rows):
-    head = f"| {'Model':32s} | " + " | ".join(f"{c + ('↓' if c == 'DTW' else '↑'):>6s}" for c in COLUMNS) + " |"
-    print(head)
-    print("|" + "-" * 34 + "|" + "|".join("-" * 8 for _ in COLUMNS) + "|")
+    heads = [c + ARROWS.get(c, "↑") for c in COLUMNS]
+    widths = [max(6, len(h)) for h in heads]
+    print(f"| {'Model':32s} | " + " | ".join(f"{h:>{w}s}" for h, w in zip(heads, widths)) + " |")
+    print("|" + "-" * 34 + "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         cells = [("-" if r[c] is None else f"{r[c]:.3f}" if c == "DTW" else f"{r[c]:.2f}") for c in COLUMNS]
-        print(f"| {r['name']:32s} | " + " | ".join(f"{c:>6s}" for c in cells) + " |")
+        print(f"| {r['name']:32s} | " + " | ".join(f"{c:>{w}s}" for c, w in zip(cells, widths)) + " |")
 
 
 # Defaults: the folders of train.py's flag-free runs
@@ -441,7 +559,12 @@ def main(argv=None):
                    help="frame step applied to predictions and ground truth (2: 25 fps → 12.5 fps, the protocol)")
     p.add_argument("--mean", action="store_true", help="generate from the predicted means instead of sampling")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
-    p.add_argument("--pictures", default=None, help="folder for example pictures (needs matplotlib; made if missing)")
+    p.add_argument("--pictures", default=None, help="folder for example pictures (needs matplotlib; made if missing); "
+                   "with --generator also the per-frame predicted sigma per articulator under the example strip")
+    p.add_argument("--samples", type=int, default=0, help="K >= 2: also draw K samples per sentence with each "
+                   "--generator and report their DTW-MJE to the ground truth beside the spread between them")
+    p.add_argument("--format", choices=["pt", "pose"], default="pt", help="pose: also write each generator's "
+                   "predictions as one .pose file per sentence, in a folder beside the .pt (needs pose-format)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--cache-dir", default=None,
                    help="text-embedding cache for --generator (default: a folder 'cache' beside --out)")
@@ -457,6 +580,13 @@ def main(argv=None):
     for flag, value in (("--beam", args.beam), ("--fps-step", args.fps_step)):
         if value < 1:
             p.error(f"{flag} must be >= 1, got {value}")
+    if args.samples and (args.samples < 2 or not args.generator):
+        p.error(f"--samples {args.samples}: needs K >= 2 and --generator (samples are drawn from a generator)")
+    if args.format == "pose":
+        try:
+            posefile.pose_format()
+        except DataError as e:
+            p.error(f"--format pose: {e}")
     sample.check_device(p, args.device)
     split_path = os.path.join(args.data_dir, f"{args.split}.pt")
     inputs = {"--generator": args.generator, "--predictions": args.predictions, "--vae": args.vae,
@@ -479,6 +609,7 @@ def main(argv=None):
         baselines = [{"name": "constant text (most frequent training sentence)",
                       **score([constant] * len(refs), refs)}]
         generated, written, reconstructed, alignments, vaes = {}, set(), {}, {}, []
+        sampling, realisations, sigmas = [], {}, {}        # --samples, --pictures
 
         def add_vae_row(vae, path):
             """The VAE row: the ground truth through a VAE (z = μ), the ceiling of every generator
@@ -517,6 +648,8 @@ def main(argv=None):
                 atomic_save(preds, pred_path)
                 written.add(pred_path)
                 print(f"  wrote {pred_path}")
+                if args.format == "pose":
+                    print(f"  wrote {len(posefile.write_pose_folder(preds, pred_path[:-3]))} .pose files to {pred_path[:-3]}")
             else:
                 name, preds = os.path.basename(path), submitted[path]
             while any(r["name"] == name for r in rows):
@@ -527,21 +660,37 @@ def main(argv=None):
             generated[name] = preds
             if args.generator and alignment is not None:
                 alignments[name] = alignment
+                sigmas[name] = sample.predicted_sigma(model, samples[0]["text"], ckpt["bert"], cache_dir, args.device)
+            if args.generator and args.samples:
+                print(f"drawing {args.samples} samples per sentence with {name} ...", flush=True)
+                made = sample.generate_samples(model, vae, refs, ckpt["bert"], args.samples, args.seed,
+                                               cache_dir=cache_dir, device=args.device)
+                realisations[name] = made[0]
+                sampling.append({"name": name, **sampling_report(made, gts, args.fps_step)})
         print()
         print_table(rows)
         print(f"\n{len(samples)} {args.split} sequences at 25/{args.fps_step} fps; BLEU signature: {bleu_signature()}")
         print(f"constant-text baseline: B4 {baselines[0]['B4']:.2f}, chrF {baselines[0]['chrF']:.2f}, "
-              f"ROUGE {baselines[0]['ROUGE']:.2f}")
+              f"ROUGE {baselines[0]['ROUGE']:.2f}, WER {baselines[0]['WER']:.2f}")
         gain = rows[0]["chrF"] - baselines[0]["chrF"]
         if gain > 0 and len(rows) > 1:                  # how much of what GT reads each row keeps
             print("chrF gain over the constant text, as a share of GT's: " + ", ".join(
                 f"{r['name']} {100 * (r['chrF'] - baselines[0]['chrF']) / gain:.0f} %" for r in rows[1:]))
+        if sampling:
+            print(f"\n{args.samples} samples per sentence (z = mu + sigma * eps), DTW-MJE to the ground truth "
+                  "and the spread between two samples (mean per-joint distance, same units):")
+            print_sampling(sampling)
         for r in rows:
             if r["DTW"] is not None and not math.isfinite(r["DTW"]):
                 print(f"note: {r['name']}: DTW-MJE overflows ({r['DTW']}); written as null in {args.out}")
+            if r["TotDist"] is not None and not math.isfinite(r["TotDist"]):
+                print(f"note: {r['name']}: Total Distance is {r['TotDist']} (a ground-truth wrist never moves, "
+                      f"or the poses overflow); written as null in {args.out}")
         result = {"rows": finite_or_none(rows), "baselines": finite_or_none(baselines), "split": args.split,
                   "num_samples": len(samples), "fps_step": args.fps_step, "beam": args.beam,
                   "bleu_signature": bleu_signature(), "chrf_signature": chrf_signature()}
+        if sampling:
+            result["sampling"] = finite_or_none(sampling)
         tmp = f"{args.out}.tmp.{os.getpid()}"
         try:
             with open(tmp, "w") as f:
@@ -573,6 +722,13 @@ def main(argv=None):
                     render.save_alignment(att.numpy(), tokens, generated[k][first["name"]].numpy(),
                                           f"{prefix}_alignment{slug}.png", title=f"{k}: cross-attention, {first['text']}")
                     files.append(f"{prefix}_alignment{slug}.png")
+                    strip = {"ground truth": first["poses_3d"].numpy(), k: generated[k][first["name"]].numpy()}
+                    if k in realisations:                  # the mean and two of the samples
+                        strip = {"ground truth": strip["ground truth"], "mean (z = μ̂)": realisations[k][0].numpy(),
+                                 **{f"sample {i + 1}": d.numpy() for i, d in enumerate(realisations[k][1][:2])}}
+                    render.save_strip(strip, f"{prefix}_uncertainty{slug}.png", sigma=sigmas[k],
+                                      title=f"{k}: predicted σ̂ per articulator, {first['text']}")
+                    files.append(f"{prefix}_uncertainty{slug}.png")
                 print("wrote", ", ".join(files))
             except (ImportError, SystemExit) as e:
                 print(f"pictures skipped: {e}")

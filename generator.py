@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import ARTICULATOR_ORDER, NUM_JOINTS
+from data import ARTICULATOR_ORDER, CHAR_BUCKETS, NUM_JOINTS
 from gloss_attention import GlossAttention
 from vae import LATENT_SIZES, split_articulators
 
@@ -28,6 +28,16 @@ from vae import LATENT_SIZES, split_articulators
 # "progress": + PE(t / (N - 1) · max_frames) as well, so every query also knows how far through its
 # own sequence it is (the counter of Progressive Transformers, Saunders et al. 2020); not in the paper.
 TIME_QUERIES = ("progress", "absolute")
+# Alignment (not in the paper): the text is laid out on an axis of units, one per character of
+# each token (the spaces before it included; one for [CLS] and [SEP]) or one per token ("tokens"),
+# and every unit lasts some frames. Frame t then knows which token it signs and how far into it,
+# which the aligned queries add to its time query, and the cross-attention is guided toward that
+# token (guided_attention_loss). Durations come from
+#   "mas":    monotonic alignment search (Glow-TTS, Kim et al. 2020) of the target latents against
+#             a learned anchor per unit during training; a duration predictor at inference;
+#   "chars"/"tokens": a constant rate, every unit the same share of the frames;
+#   "none":   the paper's decoder, which must find the alignment alone.
+ALIGNMENTS = ("mas", "chars", "tokens", "none")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,17 +132,20 @@ class A2VSLP(nn.Module):
 
     def __init__(self, text_dim, d_model=512, enc_layers=3, enc_heads=4, dec_layers=6, dec_heads=8,
                  ff=1024, dropout=0.1, max_frames=300, window=3, query="none", query_span=3, fusion="local",
-                 latent_dim=80, time_queries="progress"):
+                 latent_dim=80, time_queries="progress", alignment="mas", char_embedding=True):
         super().__init__()
         assert d_model % enc_heads == 0 and d_model % dec_heads == 0, "d_model must be divisible by the heads"
         assert 0.0 <= dropout < 1.0 and time_queries in TIME_QUERIES, (dropout, time_queries)
+        assert alignment in ALIGNMENTS and not (char_embedding and alignment == "none"), alignment
         self.config = dict(text_dim=text_dim, d_model=d_model, enc_layers=enc_layers,
                            enc_heads=enc_heads, dec_layers=dec_layers, dec_heads=dec_heads, ff=ff,
                            dropout=dropout, max_frames=max_frames, window=window, query=query,
-                           query_span=query_span, fusion=fusion, latent_dim=latent_dim, time_queries=time_queries)
+                           query_span=query_span, fusion=fusion, latent_dim=latent_dim, time_queries=time_queries,
+                           alignment=alignment, char_embedding=char_embedding)
         self.text_dim, self.d_model = text_dim, d_model
         self.time_query_kind = time_queries
         self.max_frames, self.latent_dim = max_frames, latent_dim
+        self.alignment, self.aligned_queries = alignment, alignment != "none"
 
         # Text encoder: BERT embeddings → 512 → + PE → 3 layers, 4 heads, FFN 1024 (§3.2).
         self.text_proj = nn.Linear(text_dim, d_model)
@@ -148,6 +161,14 @@ class A2VSLP(nn.Module):
         self.register_buffer("reference_pose", torch.zeros(NUM_JOINTS, 3))
         self.register_buffer("reference_pose_set", torch.tensor(False))
         self.query_proj = nn.Linear(NUM_JOINTS * 3, d_model)
+        # Aligned queries: the projected encoder state of the token under each frame (not in the paper);
+        # with "mas" also an anchor latent and a log-duration per unit of text.
+        self.align_proj = nn.Linear(d_model, d_model) if self.aligned_queries else None
+        # The character under each unit (not in the paper): in fingerspelling it is the sign itself,
+        # which subword states (one for "berlin") carry only implicitly.
+        self.char_embedding = nn.Embedding(CHAR_BUCKETS, d_model) if char_embedding else None
+        self.anchor_head = nn.Linear(d_model, latent_dim) if alignment == "mas" else None
+        self.duration_head = nn.Linear(d_model, 1) if alignment == "mas" else None
 
         # Non-autoregressive decoder: 6 layers, 8 heads, FFN 1024, gloss self-attention (§3.2).
         self.decoder_layers = nn.ModuleList([
@@ -197,13 +218,83 @@ class A2VSLP(nn.Module):
             x = x + sinusoidal_encoding(progress, self.d_model, ref.device, ref.dtype)  # (B, T, D)
         return x.expand(B, T, self.d_model)                                           # (B, T, D)
 
-    def decode(self, memory, text_mask, frame_mask, return_attention=False):
+    def text_units(self, spans, text_mask):
+        """Units of text per token (B, L) and each token's interval [S, E) on the unit axis (B, L, 2).
+
+        spans (B, L, 2): [start, end) of each token in characters (data.text_layout); a token has
+        max(characters, 1) units ([CLS] and [SEP] one), or 1 each with alignment "tokens".
+        """
+        if self.alignment == "tokens":
+            units = text_mask.float()                                                   # (B, L)
+        else:
+            units = torch.where(text_mask, (spans[..., 1] - spans[..., 0]).clamp_min(1.0), 0.0)  # (B, L)
+        end = units.cumsum(1)                                                           # (B, L)
+        return units, torch.stack([end - units, end], -1)                               # (B, L, 2)
+
+    def text_features(self, memory, intervals, text_mask, q, chars):
+        """At text positions q (B, X) on the unit axis: the projected state of the token that holds
+        q, plus PE(4 × (q − its start)), i.e. how many characters into the token, plus the embedding
+        of the character at q (chars (B, U), data.text_layout) when the model has one; (B, X, D)."""
+        start, end = intervals[..., 0][:, None], intervals[..., 1][:, None]             # (B, 1, L)
+        inside = ((start <= q[..., None]) & (q[..., None] < end) & text_mask[:, None]).to(memory.dtype)
+        token = self.align_proj(inside @ memory)                                        # (B, X, D)
+        offset = (inside * (q[..., None] - start)).sum(-1)                              # (B, X)
+        x = token + sinusoidal_encoding(4.0 * offset, self.d_model, memory.device, memory.dtype)
+        if self.char_embedding is not None:
+            unit = q.long().clamp(0, chars.shape[1] - 1)                                # (B, X)
+            x = x + self.char_embedding(chars.gather(1, unit))                          # (B, X, D)
+        return x
+
+    def unit_features(self, memory, intervals, text_mask, chars):
+        """text_features at the centre of every unit (B, U, D), U = the most units of a sample."""
+        U = int(intervals[..., 1].amax().round())
+        centres = torch.arange(U, device=memory.device, dtype=memory.dtype)[None] + 0.5   # (1, U)
+        return self.text_features(memory, intervals, text_mask, centres.expand(memory.shape[0], U), chars)
+
+    def durations(self, memory, text_mask, layout, frame_mask, target_mu=None):
+        """Frames per unit of text (B, U), summing to each sample's frame count, the tokens' intervals
+        on the unit axis (B, L, 2), and with "mas" the alignment losses: the anchors' squared error
+        along the alignment and the log-duration L1. layout: (spans (B, L, 2), chars (B, U)).
+
+        "mas" with target_mu (B, T, 80): the monotonic alignment of the target latents to the units'
+        anchors; without: the duration predictor, rescaled to the frames. Else a constant rate.
+        """
+        spans, chars = layout
+        units, intervals = self.text_units(spans, text_mask)
+        n_units = units.sum(1)                                                          # (B,)
+        U = int(n_units.max().round())
+        unit_mask = torch.arange(U, device=units.device)[None] < n_units[:, None]        # (B, U)
+        frames = frame_mask.sum(1).to(units.dtype)                                      # (B,)
+        losses = {}
+        if self.alignment != "mas":
+            return unit_mask * (frames / n_units)[:, None], intervals, losses           # (B, U)
+        feats = self.unit_features(memory, intervals, text_mask, chars)                 # (B, U, D)
+        log_d = self.duration_head(feats.detach()).squeeze(-1)                          # (B, U)
+        if target_mu is None:
+            d = torch.exp(log_d).masked_fill(~unit_mask, 0.0)                           # (B, U)
+            return d * (frames / d.sum(1).clamp_min(1e-6))[:, None], intervals, losses
+        anchors = self.anchor_head(feats)                                               # (B, U, 80)
+        cost = ((target_mu[:, :, None] - anchors[:, None]) ** 2).mean(-1)               # (B, T, U)
+        d = monotonic_alignment(cost.detach() + alignment_prior_cost(frame_mask, unit_mask),
+                                frame_mask, unit_mask)                                  # (B, U)
+        unit_of_frame = torch.searchsorted(d.cumsum(1), torch.arange(cost.shape[1], device=d.device,
+                                           dtype=d.dtype)[None].expand(len(d), -1).contiguous(), right=True)
+        along = cost.gather(2, unit_of_frame.clamp(max=U - 1)[..., None]).squeeze(-1)    # (B, T)
+        losses["anchor"] = along[frame_mask].mean()
+        losses["duration"] = (log_d - torch.log(d.clamp_min(1.0)))[unit_mask].abs().mean()
+        return d, intervals, losses
+
+    def decode(self, memory, text_mask, frame_mask, positions=None, return_attention=False):
         """One non-autoregressive pass: μ̂ and log σ̂², each (B, T, latent_dim).
 
-        return_attention=True also returns the cross-attention weights (B, T, L), averaged over
-        the heads and the decoder layers: which words each frame reads.
+        positions: (q (B, T), intervals (B, L, 2), chars (B, U)), every frame's place on the text's
+        unit axis (frame_positions), the tokens' intervals and the characters on it (aligned queries).
+        return_attention=True also returns the cross-attention weights (layers, B, T, L), averaged
+        over the heads: which words each frame reads.
         """
         x = self.time_queries(frame_mask)                                             # (B, T, D)
+        if self.aligned_queries:
+            x = x + self.text_features(memory, positions[1], text_mask, positions[0], positions[2])  # (B, T, D)
         attention = []
         for layer in self.decoder_layers:
             x = layer(x, frame_mask, memory, text_mask, attention if return_attention else None)
@@ -212,7 +303,7 @@ class A2VSLP(nn.Module):
         # ẑ_t = [μ̂_t ‖ log σ̂²_t], split into the two halves (each (B, T, 80)).
         mu_hat, logvar_hat = z_hat.chunk(2, dim=-1)  # Eq. (2)
         if return_attention:
-            return mu_hat, logvar_hat, torch.stack(attention).mean(0)                 # (B, T, L)
+            return mu_hat, logvar_hat, torch.stack(attention)                         # (layers, B, T, L)
         return mu_hat, logvar_hat
 
     def _check(self, text_emb, text_mask):
@@ -224,25 +315,43 @@ class A2VSLP(nn.Module):
             raise ValueError(f"text_mask length {text_mask.shape[1]} != text_emb length "
                              f"{text_emb.shape[1]}")
 
-    def forward(self, text_emb, text_mask, frame_mask):
+    def forward(self, text_emb, text_mask, frame_mask, layout=None, target_mu=None, return_attention=False):
         """Teacher-forced length: T and frame_mask come from the target sequences.
 
-        text_emb (B, L, text_dim), text_mask (B, L), frame_mask (B, T) →
-        dict(mu=(B, T, 80), logvar=(B, T, 80), length_ratio=(B,)).
+        text_emb (B, L, text_dim), text_mask (B, L), frame_mask (B, T), layout (spans (B, L, 2),
+        chars (B, U)) from data.text_layout, needed with an alignment →
+        dict(mu=(B, T, 80), logvar=(B, T, 80), length_ratio=(B,)), and with return_attention the
+        cross-attention weights (layers, B, T, L). With aligned queries also `positions` (see
+        align) and, with "mas" and the target means target_mu (B, T, 80), the alignment losses.
         """
         assert text_emb.dim() == 3 and text_emb.shape[-1] == self.text_dim, f"text_emb must be (B, L, {self.text_dim})"
         assert text_mask.dtype == frame_mask.dtype == torch.bool, "text_mask and frame_mask must be bool tensors"
         assert bool(text_mask.any(1).all() and frame_mask.any(1).all()), "a mask row is empty (an empty sequence)"
         memory = self.encode_text(text_emb, text_mask)                                # (B, L, D)
-        mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)               # (B, T, 80)
-        return dict(mu=mu_hat, logvar=logvar_hat, length_ratio=self.length_ratio(memory, text_mask))
+        positions, result = self.align(memory, text_mask, layout, frame_mask, target_mu)
+        out = self.decode(memory, text_mask, frame_mask, positions, return_attention)  # (B, T, 80) ×2
+        result.update(mu=out[0], logvar=out[1], length_ratio=self.length_ratio(memory, text_mask))
+        if return_attention:
+            result["attention"] = out[2]                                              # (layers, B, T, L)
+        return result
+
+    def align(self, memory, text_mask, layout, frame_mask, target_mu=None):
+        """((q, intervals, chars) for decode, dict(positions=(p (B, T), token intervals (B, L, 2)) on
+        the text axis normalised to [0, 1], the alignment losses)); (None, {}) without alignment."""
+        if not self.aligned_queries:
+            return None, {}
+        assert layout is not None, "aligned queries need the text layout (data.text_layout)"
+        d, intervals, losses = self.durations(memory, text_mask, layout, frame_mask, target_mu)
+        q = frame_positions(d, frame_mask)                                            # (B, T)
+        total = intervals[..., 1].amax(1)[:, None]                                    # (B, 1)
+        return (q, intervals, layout[1]), dict(positions=(q / total, intervals / total[..., None]), **losses)
 
     def predict_lengths(self, ratio):
         """round(ratio * max_frames) clamped to [1, max_frames] (REFERENCE.md §3); (B,) long."""
         return torch.round(ratio * self.max_frames).long().clamp(1, self.max_frames)
 
     @torch.no_grad()
-    def generate(self, text_emb, text_mask, decode_fn, sample=True, rng=None, lengths=None):
+    def generate(self, text_emb, text_mask, decode_fn, sample=True, rng=None, lengths=None, layout=None):
         """Poses for a batch of sentences: a list of (N_i, 178, 3) tensors.
 
         Lengths are predicted (or given), the decoder runs once for the whole batch, and
@@ -264,7 +373,8 @@ class A2VSLP(nn.Module):
                     raise ValueError(f"lengths must hold one positive int per sample "
                                      f"({text_emb.shape[0]}), got {lengths.tolist()}")
             frame_mask = lengths_to_mask(lengths)                                     # (B, T)
-            mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask)           # (B, T, 80)
+            positions, _ = self.align(memory, text_mask, layout, frame_mask)
+            mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask, positions)  # (B, T, 80)
             if sample:
                 eps = torch.randn(mu_hat.shape, generator=rng, device=mu_hat.device,
                                   dtype=mu_hat.dtype)                                 # (B, T, 80)
@@ -323,6 +433,76 @@ def gaussian_kl(mu_hat, logvar_hat, mu, logvar, frame_mask, logvar_floor=None):
     mh, lh, m, lv = (t[frame_mask] for t in (mu_hat, logvar_hat, mu, logvar))      # (n, 80)
     kl = 0.5 * (lv - lh + (lh.exp() + (mh - m) ** 2) * torch.exp(-lv) - 1.0)  # Eq. (4)  # (n, 80)
     return kl.sum(-1).mean()
+
+
+def frame_positions(durations, frame_mask):
+    """Every frame's place on the text's unit axis, q (B, T): unit u lasts durations[:, u] frames
+    (real-valued or whole), starting at B_u = Σ_{v<u} d_v, and frame t (its centre t + 0.5) lies in
+    the unit u whose frames hold it, at q_t = u + (t + 0.5 − B_u) / d_u. Padded frames: 0."""
+    ends = durations.cumsum(1)                                                      # (B, U)
+    t = torch.arange(frame_mask.shape[1], device=ends.device, dtype=ends.dtype) + 0.5  # (T,)
+    u = (ends[:, None, :] <= t[None, :, None]).sum(-1).clamp(max=ends.shape[1] - 1)  # (B, T)
+    start = (ends - durations).gather(1, u)                                         # (B, T)
+    d = durations.gather(1, u).clamp_min(1e-6)                                      # (B, T)
+    q = u + ((t[None] - start) / d).clamp(0.0, 1.0)                                 # (B, T)
+    return q.masked_fill(~frame_mask, 0.0)
+
+
+def alignment_prior_cost(frame_mask, unit_mask, width=0.2):
+    """A weak diagonal prior for the alignment search, (B, T, U): (p_t − c_u)² / 2w², with p_t and c_u
+    the frame's and the unit's centres as fractions of their sequences; it only decides between
+    alignments that fit the targets equally well (early in training, when the anchors are random)."""
+    p = (torch.arange(frame_mask.shape[1], device=frame_mask.device) + 0.5) / frame_mask.sum(1, keepdim=True)
+    c = (torch.arange(unit_mask.shape[1], device=unit_mask.device) + 0.5) / unit_mask.sum(1, keepdim=True)
+    return (p[:, :, None] - c[:, None, :]) ** 2 / (2 * width ** 2)                  # (B, T, U)
+
+
+@torch.no_grad()
+def monotonic_alignment(cost, frame_mask, unit_mask):
+    """Monotonic alignment search (Kim et al. 2020, Glow-TTS): the durations (B, U) in frames of the
+    path that assigns frames 0..T_b−1 in order to units 0..U_b−1 in order, every unit at least one
+    frame, with the least total cost (B, T, U). Dynamic programming over t:
+        Q[t, u] = cost[t, u] + min(Q[t−1, u], Q[t−1, u−1]),   Q[0, 0] = cost[0, 0],
+    then the path is read back from (T_b−1, U_b−1). A sample with fewer frames than units gets
+    equal durations (no such path exists)."""
+    B, T, U = cost.shape
+    big = torch.finfo(cost.dtype).max / 4
+    cost = cost.masked_fill(~unit_mask[:, None], big)
+    Q = torch.full_like(cost, big)                                                  # (B, T, U)
+    Q[:, 0, 0] = cost[:, 0, 0]
+    for t in range(1, T):
+        moved = torch.cat([torch.full_like(Q[:, t - 1, :1], big), Q[:, t - 1, :-1]], 1)   # (B, U)
+        Q[:, t] = (cost[:, t] + torch.minimum(Q[:, t - 1], moved)).clamp(max=big)
+    n_frames, n_units = frame_mask.sum(1), unit_mask.sum(1)                         # (B,)
+    rows = torch.arange(B, device=cost.device)
+    u = n_units - 1                                                                 # (B,)
+    durations = torch.zeros(B, U, dtype=cost.dtype, device=cost.device)
+    for t in range(T - 1, -1, -1):
+        active = t < n_frames                                                       # (B,)
+        durations[rows, u] += active.to(cost.dtype)
+        if t > 0:
+            move = active & (u > 0) & (Q[rows, t - 1, (u - 1).clamp_min(0)] <= Q[rows, t - 1, u])
+            u = u - move.long()
+    feasible = n_frames >= n_units
+    even = unit_mask * (n_frames / n_units)[:, None].to(cost.dtype)
+    return torch.where(feasible[:, None], durations, even)
+
+
+def guided_attention_loss(attention, prior, p, text_mask, frame_mask, width):
+    """Guided attention (Tachibana et al. 2018, for non-autoregressive TTS; not in the paper):
+    mean over layers and real frames of Σ_l a_tl · (1 − exp(−d_tl² / 2g²)), where d_tl is how far
+    frame t's prior position p_t lies outside token l's interval and g = `width` (normalised text
+    length). Attention on the tokens the prior places under a frame costs nothing; attention far
+    from the diagonal costs up to 1.
+
+    attention (layers, B, T, L); p (B, T) and prior (B, L, 2): the `positions` of A2VSLP.forward.
+    """
+    start, end, pt = prior[..., 0][:, None], prior[..., 1][:, None], p[..., None]   # (B,1,L), (B,T,1)
+    d = (start - pt).clamp_min(0) + (pt - end).clamp_min(0)                          # (B, T, L)
+    penalty = 1.0 - torch.exp(-d ** 2 / (2 * width ** 2))                           # (B, T, L)
+    penalty = penalty.masked_fill(~text_mask[:, None], 0.0)
+    cost = (attention * penalty).sum(-1)                                            # (layers, B, T)
+    return cost[:, frame_mask].mean()
 
 
 def length_loss(ratio_hat, frames, max_frames):

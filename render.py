@@ -57,20 +57,36 @@ def _limits(*seqs):
     return (lo[0] - pad, hi[0] + pad), (lo[1] - pad, hi[1] + pad)
 
 
-def save_strip(rows, path, frames=8, title=None):
-    """rows: {label: (N, 178, 3)}; one row per sequence, `frames` evenly spaced frames, as PNG."""
+def save_strip(rows, path, frames=8, title=None, sigma=None):
+    """rows: {label: (N, 178, 3)}; one row per sequence, `frames` evenly spaced frames, as PNG.
+
+    sigma, when given, is {articulator: (N,)}: the per-frame predicted σ̂ of the second row's sequence
+    (the generation), drawn underneath as one curve per articulator, its shown frames marked."""
     plt = _plt()
     views = {k: frontal(v) for k, v in rows.items()}
     xl, yl = _limits(*views.values())
-    fig, axes = plt.subplots(len(views), frames, figsize=(1.6 * frames, 2.2 * len(views)), squeeze=False)
+    fig = plt.figure(figsize=(1.6 * frames, 2.2 * len(views) + (1.8 if sigma else 0)))
+    grid = fig.add_gridspec(len(views) + bool(sigma), frames, height_ratios=[2.2] * len(views) + ([1.8] if sigma else []))
     for r, (label, seq) in enumerate(views.items()):
         idx = np.linspace(0, len(seq) - 1, frames).round().astype(int)
         for c, t in enumerate(idx):
-            ax = axes[r, c]
+            ax = fig.add_subplot(grid[r, c])
             draw_pose(ax, seq[t])
             ax.set_xlim(*xl)
             ax.set_ylim(*yl)
             ax.set_title(f"{label} t={t}" if c == 0 else f"t={t}", fontsize=7)
+    if sigma:
+        ax = fig.add_subplot(grid[-1, :])
+        for part, values in sigma.items():
+            ax.plot(np.asarray(values), color=COLORS[part], lw=1.4, label=part.replace("_", " "))
+        n = len(next(iter(sigma.values())))
+        for t in np.linspace(0, n - 1, frames).round().astype(int):
+            ax.axvline(t, color="#999999", lw=0.6, ls=":")
+        ax.set_xlim(0, max(n - 1, 1))
+        ax.set_xlabel(f"frame of '{list(views)[1]}'", fontsize=7)
+        ax.set_ylabel("predicted σ̂ (mean over\nthe latent dims)", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, ncol=4, loc="upper right", frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

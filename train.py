@@ -156,6 +156,19 @@ def get_args(argv=None, announce=True):
     gen.add_argument("--time-queries", default="progress", choices=["progress", "absolute"],
                      help="decoder queries: absolute = reference pose + PE(t), the paper's; progress = + PE of "
                           "t / (N - 1), so frames know the sentence's length (not in the paper)")
+    gen.add_argument("--alignment", default="mas", choices=G.ALIGNMENTS,
+                     help="where in the text each frame is (not in the paper): mas = monotonic alignment "
+                     "search against learned anchors per character, a duration predictor at inference; "
+                     "chars / tokens = a constant rate of characters / subword tokens per frame; "
+                     "none = the paper's decoder")
+    gen.add_argument("--char-embedding", action=argparse.BooleanOptionalAction, default=True,
+                     help="add an embedding of the character under each frame to its time query (not in the "
+                     "paper; off with --alignment none)")
+    gen.add_argument("--guide-weight", type=float, default=1.0,
+                     help="weight of the guided-attention loss on the cross-attention (not in the paper; "
+                     "0 with --alignment none)")
+    gen.add_argument("--guide-width", type=float, default=0.1,
+                     help="width g of the guided-attention penalty, in units of the text length")
     gen.add_argument("--length-weight", type=float, default=1.0, help="weight of the length L1 loss")
     gen.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay (§4.4: 1e-4)")
     gen.add_argument("--plateau-factor", type=float, default=0.9, help="ReduceLROnPlateau factor (§4.4: 0.9)")
@@ -188,6 +201,8 @@ def get_args(argv=None, announce=True):
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.save_every < 0:
         p.error(f"--save-every must be >= 0, got {args.save_every}")
+    if args.alignment == "none":   # no alignment: no character under a frame, nothing to guide toward
+        args.guide_weight, args.char_embedding = 0.0, False
     args.cache_dir = args.cache_dir or os.path.join(args.out_dir, "cache")
     return args
 
@@ -238,12 +253,14 @@ def generator_stage(args, train, dev, device, distributed):
                         f"checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     # Text embeddings and latent targets: computed once, by rank 0, and cached on disk.
     emb = rank0_first(distributed, data.text_embeddings, [s["text"] for s in train + dev], args.bert, args.cache_dir)
+    layout = data.text_layout([s["text"] for s in train + dev], args.bert) if args.alignment != "none" else None
     lat = {**rank0_first(distributed, cached_latents, args.vae, train, args.cache_dir),
            **rank0_first(distributed, cached_latents, args.vae, dev, args.cache_dir)}
     max_frames = args.max_frames or max(len(s["poses_3d"]) for s in train)
     model_args = dict(text_dim=next(iter(emb.values())).shape[-1], max_frames=max_frames, query_span=args.query_span,
                       **{k: getattr(args, k) for k in ("d_model", "enc_layers", "enc_heads", "dec_layers", "dec_heads",
-                                                       "ff", "dropout", "window", "query", "fusion", "time_queries")})
+                                                       "ff", "dropout", "window", "query", "fusion", "time_queries",
+                                                       "alignment", "char_embedding")})
     model = G.A2VSLP(**model_args)
     # §3.2: the stationary reference pose (hands resting down). Estimated as the per-coordinate
     # median of the first frame of every training sequence (signing starts from rest).
@@ -266,13 +283,23 @@ def generator_stage(args, train, dev, device, distributed):
     def loss(m, batch):
         mask = batch["frame_mask"]                                         # (B, T)
         mu, logvar = batch["latent"].chunk(2, -1)                          # (B, T, 80) each
-        out = m(batch["text_emb"], batch["text_mask"], mask)
+        guide = args.guide_weight > 0 and m.training
+        layout = (batch["text_spans"], batch["text_chars"]) if "text_spans" in batch else None
+        out = m(batch["text_emb"], batch["text_mask"], mask, layout, target_mu=mu, return_attention=guide)
         weights = boost.weights(face=fixed["face"], body=1.0) if boost is not None else fixed
         l1, terms = G.latent_l1_loss(out["mu"], out["logvar"], mu, logvar, mask, weights, floor,
                                      args.logvar_weight)                                    # Eq. (3)
         length = G.length_loss(out["length_ratio"], batch["lengths"], max_frames)
         total = l1 + args.length_weight * length
         logs = {"latent_l1": l1, "length": length, **{f"L_{a}": t for a, t in terms.items()}}
+        for k in ("anchor", "duration"):   # the alignment search's anchors and the duration predictor
+            if k in out:
+                logs[k] = out[k]
+                total = total + out[k]
+        if guide:
+            p, prior = out["positions"]
+            logs["guide"] = G.guided_attention_loss(out["attention"], prior, p, batch["text_mask"], mask, args.guide_width)
+            total = total + args.guide_weight * logs["guide"]
         if args.phase == 2:
             kl = G.gaussian_kl(out["mu"], out["logvar"], mu, logvar, mask, floor)          # Eq. (4)
             total = total + args.kl_weight * kl
@@ -288,7 +315,7 @@ def generator_stage(args, train, dev, device, distributed):
     extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_model_args": {"variant": vae.variant},
              "bert": args.bert, "max_tokens": data.MAX_TOKENS, "phase": args.phase}
     return {"model": model, "loss": loss, "extra": extra, "criterion": "select", "state": boost,
-            "train": data.SignDataset(train, emb, lat), "dev": data.SignDataset(dev, emb, lat)}
+            "train": data.SignDataset(train, emb, lat, layout), "dev": data.SignDataset(dev, emb, lat, layout)}
 
 
 def backtranslation_stage(args, train, dev, device, distributed):

@@ -10,6 +10,7 @@ body.py).
 
     python -m corpus --out-dir runs/demo/data [--seed 0] [--num-train 1200] [--signers 6]
     python -m corpus --out-dir D --num-train 300 --tracking mediapipe   # noisier, like MediaPipe
+    python -m corpus --out-dir D --mode fingerspelling --tracking mediapipe   # the hard case
 
 `--tracking mediapipe` adds what a monocular landmark tracker (MediaPipe Holistic, the source of
 CSL-Daily's poses) does to motion, on top of the signers' own noise: per-frame landmark jitter,
@@ -28,13 +29,17 @@ import sys
 import numpy as np
 import torch
 
-from corpus.language import make_sentence
+from corpus import fingerspelling, language
 from corpus.signing import make_signers, render_sign_sequence
 
 DEFAULT_SIZES = {"train": 1200, "dev": 100, "test": 100}
+# mode: (sentence maker, renderer, default sizes)
+MODES = {"weather": (language.make_sentence, render_sign_sequence, DEFAULT_SIZES),
+         "fingerspelling": (fingerspelling.make_sentence, fingerspelling.render_fingerspelling,
+                            {"train": 400, "dev": 100, "test": 100})}
 
 
-def make_splits(seed, num_train, num_dev, num_test):
+def make_splits(seed, num_train, num_dev, num_test, make_sentence=language.make_sentence):
     """{split: [(text, gloss), ...]}: train sentences may repeat; dev and test sentences are new
     texts (never in train nor in each other) whose glosses all occur in train."""
     rng = np.random.default_rng([seed, 0])
@@ -86,18 +91,22 @@ def track_like_mediapipe(poses, rng):
 
 
 def write_corpus(out_dir, seed=0, num_train=DEFAULT_SIZES["train"], num_dev=DEFAULT_SIZES["dev"],
-                 num_test=DEFAULT_SIZES["test"], signers=6, tracking="clean"):
-    """Write train.pt, dev.pt and test.pt (REFERENCE.md §1 format) to out_dir; returns
+                 num_test=DEFAULT_SIZES["test"], signers=6, tracking="clean", mode="weather"):
+    """Write train.pt, dev.pt and test.pt (the release format) to out_dir; returns
     {split: number of samples}. Same arguments give bit-identical files. tracking "mediapipe"
-    passes every sequence through `track_like_mediapipe` (the clean motion is the same)."""
+    passes every sequence through `track_like_mediapipe` (the clean motion is the same).
+    mode: "weather" (weather-forecast sentences) or "fingerspelling" (see fingerspelling.py)."""
     if tracking not in ("clean", "mediapipe"):
         raise ValueError(f"tracking must be 'clean' or 'mediapipe', got {tracking!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    make_sentence, render, _ = MODES[mode]
     for name, value, low in (("seed", seed, 0), ("num_train", num_train, 1),
                              ("num_dev", num_dev, 0), ("num_test", num_test, 0)):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     people = make_signers(signers)
-    splits = make_splits(seed, num_train, num_dev, num_test)
+    splits = make_splits(seed, num_train, num_dev, num_test, make_sentence)
     os.makedirs(out_dir, exist_ok=True)
     for split_id, (split, sentences) in enumerate(splits.items()):
         samples = {}
@@ -105,7 +114,7 @@ def write_corpus(out_dir, seed=0, num_train=DEFAULT_SIZES["train"], num_dev=DEFA
             rng = np.random.default_rng([seed, 1 + split_id, i])   # one stream per sample
             signer = people[rng.integers(len(people))]
             name = f"synthetic_{split}_{i:06d}"
-            poses = render_sign_sequence(gloss, signer, rng)
+            poses = render(gloss, signer, rng)
             if tracking == "mediapipe":
                 poses = track_like_mediapipe(poses, np.random.default_rng([seed, 1 + split_id, i, 1]))
             samples[name] = {"name": name, "text": text, "gloss": gloss,
@@ -130,7 +139,13 @@ def main(argv=None):
     p.add_argument("--out-dir", required=True, help="folder for train.pt, dev.pt, test.pt")
     p.add_argument("--seed", type=int, default=0, help="corpus seed (same seed, same files)")
     for split, size in DEFAULT_SIZES.items():
-        p.add_argument(f"--num-{split}", type=int, default=size, help=f"{split} samples")
+        p.add_argument(f"--num-{split}", type=int, default=None,
+                       help=f"{split} samples (default {size}; fingerspelling "
+                       f"{MODES['fingerspelling'][2][split]})")
+    p.add_argument("--mode", choices=sorted(MODES), default="weather",
+                   help="weather: forecast sentences signed with large arm movements (default); "
+                   "fingerspelling: 1-3 words spelled letter by letter with both hands, meaning in "
+                   "quick finger configurations (the hard case)")
     p.add_argument("--signers", type=int, default=6, help="number of signers (>= 6 recommended)")
     p.add_argument("--tracking", choices=("clean", "mediapipe"), default="clean",
                    help="mediapipe: landmark jitter and missed hand detections (filled), like real "
@@ -141,8 +156,10 @@ def main(argv=None):
         sys.exit(f"error: {args.out_dir}: already holds {', '.join(there)}; choose an empty folder "
                  "(nothing was changed)")
     try:
-        counts = write_corpus(args.out_dir, args.seed, args.num_train, args.num_dev, args.num_test,
-                              args.signers, args.tracking)
+        sizes = {split: size if getattr(args, f"num_{split}") is None else getattr(args, f"num_{split}")
+                 for split, size in MODES[args.mode][2].items()}
+        counts = write_corpus(args.out_dir, args.seed, sizes["train"], sizes["dev"], sizes["test"],
+                              args.signers, args.tracking, args.mode)
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(f"wrote {counts} to {args.out_dir}")

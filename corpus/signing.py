@@ -343,7 +343,20 @@ def render_sign_sequence(glosses, signer, rng, return_spans=False):
         path = max(np.linalg.norm(after[f"wrist_{s}"][0] - before[f"wrist_{s}"][-1]) for s in "rl")
         gaps.append(max(int(round(rng.uniform(low, high) * tempo)),
                         int(np.ceil(path * 1.875 / 0.1)) - 1))
-    tracks = {key: _assemble(pieces, gaps, key) for key in pieces[0]}
+    poses = finish_tracks({key: _assemble(pieces, gaps, key) for key in pieces[0]}, signer, geo, rng)
+    if not return_spans:
+        return poses
+    spans, start = [], 0
+    for k, piece in enumerate(pieces):   # piece k begins after pieces 0..k-1 and gaps 0..k-1
+        if 0 < k < len(pieces) - 1:
+            spans.append((glosses[k - 1], start, start + len(piece["face"])))
+        start += len(piece["face"]) + (gaps[k] if k < len(gaps) else 0)
+    return poses, spans
+
+
+def finish_tracks(tracks, signer, geo, rng):
+    """Poses (N, 178, 3) float32 from assembled tracks: co-articulation smoothing, the signer's
+    tracking noise, head and torso sway, blinks, then the skeleton (tracks are changed in place)."""
     total = len(tracks["face"])
     # co-articulation: smooth every track a little, then add this signer's tracking noise
     jitter = signer["jitter"]
@@ -367,15 +380,7 @@ def render_sign_sequence(glosses, signer, rng, return_spans=False):
     tracks["face"][:, 4] = np.maximum(tracks["face"][:, 4], blink)
     poses = _skeleton(tracks, signer, geo)
     poses += _noise(rng, (total, 1, 3), 0.5 * jitter)             # whole-body tracking shift
-    poses = poses.astype(np.float32)
-    if not return_spans:
-        return poses
-    spans, start = [], 0
-    for k, piece in enumerate(pieces):   # piece k begins after pieces 0..k-1 and gaps 0..k-1
-        if 0 < k < len(pieces) - 1:
-            spans.append((glosses[k - 1], start, start + len(piece["face"])))
-        start += len(piece["face"]) + (gaps[k] if k < len(gaps) else 0)
-    return poses, spans
+    return poses.astype(np.float32)
 
 
 def _skeleton(tracks, signer, geo):

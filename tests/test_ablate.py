@@ -76,6 +76,54 @@ def test_mean_std_and_claims_against_the_statistics_module():
     assert ablate.judge("a > b", "a", ["b"], one)["sigmas"] is None      # one seed: no spread to compare to
 
 
+def test_the_columns_are_evaluate_py_s():
+    import evaluate
+    assert ablate.METRICS == evaluate.COLUMNS and ablate.ARROWS == evaluate.ARROWS
+
+
+def write_eval(out, variant, seed, **cols):
+    """A results.json as evaluate.py writes it: GT, VAE and the variant's row."""
+    path = ablate.eval_path(str(out), variant, seed)
+    os.makedirs(os.path.dirname(path))
+    gt = {"name": "GT", **{m: 1.0 for m in cols}, "DTW": 0.0, "TotDist": 1.0, "Dur": 1.0}
+    rows = [gt, {"name": "VAE", **cols}, {"name": "A2V-SLP", **cols}]
+    with open(path, "w") as f:
+        json.dump({"rows": rows}, f)
+
+
+def test_every_column_is_tabulated_as_mean_and_std_over_seeds(tmp_path):
+    """Two seeds of each Table 2 row with every column (local-N3 is also a Table 3 row); one seed of
+    a Table 3 row from a results.json written before WER, TotDist and Dur existed: its new columns
+    are '–', not an error."""
+    args = ablate.get_args(["--tables", "2", "3", "--seeds", "2", "--out-dir", str(tmp_path)])
+    values = {}
+    for k, v in enumerate(["global", "local-N3"]):
+        for seed in (0, 1):
+            cols = {m: 10.0 * k + seed + i / 8 for i, m in enumerate(ablate.METRICS)}
+            values.setdefault(v, []).append(cols)
+            write_eval(tmp_path, v, seed, **cols)
+    write_eval(tmp_path, "local-N5", 0, **{m: 5.0 for m in ablate.PAPER_METRICS + ("DTW",)})
+    summary = ablate.summarize(args, ablate.collect(args), 0.0)
+    rows = {r["name"]: r for r in summary["tables"]["2"]["rows"]}
+    for name, v in (("w/ Global Self-Attention", "global"), ("w/ Gloss Attention (N=3)", "local-N3")):
+        assert rows[name]["seeds"] == 2                     # local-N3, a row of Tables 2 and 3: read once
+        for m in ablate.METRICS:
+            xs = [c[m] for c in values[v]]
+            assert rows[name]["mean"][m] == pytest.approx(statistics.mean(xs))
+            assert rows[name]["std"][m] == pytest.approx(statistics.stdev(xs))
+    assert rows["GT (dev)"]["mean"]["TotDist"] == rows["GT (dev)"]["mean"]["Dur"] == 1.0
+    assert set(rows["GT (dev)"]["paper"]) == set(ablate.PAPER_METRICS)        # the paper has no WER, TotDist, Dur
+    old = next(r for r in summary["tables"]["3"]["rows"] if r["name"] == "N=5")
+    assert old["mean"]["B4"] == 5.0 and old["mean"]["WER"] is None and old["std"]["TotDist"] is None
+    md = ablate.markdown(summary)
+    assert "| Model | DTW↓ | B1↑ | B2↑ | B3↑ | B4↑ | chrF↑ | ROUGE↑ | WER↓ | TotDist→1 | Dur→1 | paper" in md
+    m = values["local-N3"]
+    wer, tot = [c["WER"] for c in m], [c["TotDist"] for c in m]
+    assert (f"| {statistics.mean(wer):.2f} ± {statistics.stdev(wer):.2f} | "
+            f"{statistics.mean(tot):.2f} ± {statistics.stdev(tot):.2f} |") in md
+    assert "| N=5 | 5.000 | 5.00 | 5.00 | 5.00 | 5.00 | 5.00 | 5.00 | – | – | – |" in md
+
+
 def test_claim_that_fails_is_reported_as_failed():
     got = {"a": {"seeds": [{"B4": 10.0}, {"B4": 12.0}]}, "c": {"seeds": [{"B4": 11.0}, {"B4": 11.5}]}}
     c = ablate.judge("a beats c", "a", ["c"], got)
@@ -103,8 +151,11 @@ def test_quick_table_end_to_end_and_resume(tmp_path):
         assert f"| {name} |" in md
         res = json.loads((out / "runs" / f"{variant}-s0" / "eval" / "results.json").read_text())
         assert row["mean"]["B4"] == pytest.approx(res["rows"][-1]["B4"])  # the table is the evaluation's
+        assert row["mean"]["TotDist"] == pytest.approx(res["rows"][-1]["TotDist"]) and row["mean"]["TotDist"] > 0
+        assert row["mean"]["WER"] == pytest.approx(res["rows"][-1]["WER"])
     assert summary["tables"]["2"]["claims"][0]["held"] in (True, False)
     assert "gloss attention (N=3) > global self-attention" in md
+    assert "| WER↓ | TotDist→1 | Dur→1 |" in md
     # run again: everything is done, nothing is trained, the same table comes out
     again = run(cmd, env={"OMP_NUM_THREADS": "1"}, timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]

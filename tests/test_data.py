@@ -255,3 +255,21 @@ def test_a_ctrl_c_during_a_save_waits_for_the_file_to_be_whole(tmp_path):
     got = torch.load(path, weights_only=False)                                  # int(7) is a call to unpickle
     assert got["x"] == 7 and torch.equal(got["w"], torch.arange(5))
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]                           # no temporary file left
+
+
+def test_text_layout_follows_the_wordpiece_tokens():
+    """Spans and characters against the token strings: a WordPiece token owns its letters ('##'
+    stripped) and, when it starts a word after the first, the space before it."""
+    texts = ["zwickau leipzig kino", "anna", "quirihyk bremen"]
+    tokenizer = data.load_text_encoder(with_model=False)[0]
+    layout = data.text_layout(texts)
+    for text in texts:
+        spans, chars = layout[text]
+        pieces = tokenizer.tokenize(text)
+        widths = [0] + [len(p[2:]) if p.startswith("##") else len(p) + (i > 0)
+                        for i, p in enumerate(pieces)] + [0]
+        ends = np.cumsum(widths)
+        assert spans.tolist() == [[float(e - w), float(e)] for e, w in zip(ends, widths)]
+        assert len(data.text_embeddings([text])[text]) == len(spans)
+        want = [0] + [1 + ord(c) % (data.CHAR_BUCKETS - 1) for c in text] + [0]
+        assert chars.tolist() == want

@@ -16,11 +16,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_model(query="none", fusion="local", text_dim=12, max_frames=16, dropout=0.1, seed=0,
-               d_model=32, dec_layers=2, ff=64, time_queries="progress"):
+               d_model=32, dec_layers=2, ff=64, time_queries="progress", alignment="none", char_embedding=None):
     torch.manual_seed(seed)
     model = G.A2VSLP(text_dim, d_model=d_model, enc_layers=1, enc_heads=4, dec_layers=dec_layers,
                      dec_heads=4, ff=ff, dropout=dropout, max_frames=max_frames, window=3,
-                     query=query, query_span=3, fusion=fusion, time_queries=time_queries)
+                     query=query, query_span=3, fusion=fusion, time_queries=time_queries,
+                     alignment=alignment,
+                     char_embedding=alignment != "none" if char_embedding is None else char_embedding)
     model.set_reference_pose(torch.randn(NUM_JOINTS, 3))
     return model
 
@@ -304,7 +306,8 @@ def test_forward_shapes_and_input_errors():
         model(torch.randn(2, 4, 7), tmask, fmask)
     with pytest.raises(AssertionError, match="empty"):
         model(text, tmask, torch.zeros(2, 6, dtype=torch.bool))
-    unset = G.A2VSLP(12, d_model=32, enc_layers=1, dec_layers=1, dec_heads=4, ff=64)
+    unset = G.A2VSLP(12, d_model=32, enc_layers=1, dec_layers=1, dec_heads=4, ff=64, alignment="none",
+                     char_embedding=False)
     with pytest.raises(RuntimeError, match="reference pose"):
         unset(text, tmask, fmask)
     with pytest.raises(AssertionError, match="178x3"):
@@ -428,3 +431,181 @@ def test_tiny_model_fits_a_handful_of_pairs():
     decode = CountingDecoder()
     poses = model.generate(text, tmask, decode, sample=False)
     assert all(abs(len(p) - n) <= 1 for p, n in zip(poses, lengths)), [len(p) for p in poses]
+
+
+# ---------------------------------------------------------------------------------------------
+# The monotonic alignment prior (aligned queries, guided attention)
+# ---------------------------------------------------------------------------------------------
+
+SPANS = torch.tensor([[[0, 0], [0, 4], [4, 10], [10, 11], [11, 11]],      # [CLS] 3 tokens [SEP]
+                      [[0, 0], [0, 3], [3, 3], [0, 0], [0, 0]]], dtype=torch.float32)  # + padding
+TEXT_MASK = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+# one character id per unit: [CLS], 4 + 6 + 1 characters, [SEP]; [CLS], 3 characters, [SEP]
+CHARS = torch.tensor([[0, 5, 9, 9, 3, 1, 7, 7, 2, 8, 4, 6, 0], [0, 3, 2, 9, 0] + [0] * 8])
+LAYOUT = (SPANS, CHARS)
+
+
+def naive_units(spans, text_mask, alignment):
+    """Per sample, by plain loops: each real token's [start, end) on the unit axis."""
+    out, pos = [], 0.0
+    for (a, b), m in zip(spans.tolist(), text_mask.tolist()):
+        if m:
+            width = 1.0 if alignment == "tokens" else max(b - a, 1.0)
+            out.append((pos, pos + width))
+            pos += width
+    return out
+
+
+def naive_positions(durations, n):
+    """q_t for t < n by walking along the units."""
+    q, start = [], 0.0
+    for u, d in enumerate(durations):
+        while len(q) < n and len(q) + 0.5 < start + d:
+            q.append(u + min(max((len(q) + 0.5 - start) / d, 0.0), 1.0))
+        start += d
+    return q
+
+
+@pytest.mark.parametrize("alignment", ["chars", "tokens"])
+def test_constant_rate_alignment_reads_the_token_under_each_frame(alignment):
+    model = tiny_model(alignment=alignment, dropout=0.0)
+    frame_mask = G.lengths_to_mask(torch.tensor([9, 5]))
+    memory = torch.randn(2, 5, 32)
+    (q, intervals, chars), extra = model.align(memory, TEXT_MASK, LAYOUT, frame_mask)
+    assert extra.keys() == {"positions"}
+    for b in range(2):
+        n = int(frame_mask[b].sum())
+        tokens = naive_units(SPANS[b], TEXT_MASK[b], alignment)
+        units = tokens[-1][1]
+        want_q = naive_positions([n / units] * int(units), n)       # constant rate: q_t = (t+.5)/n·U
+        torch.testing.assert_close(q[b, :n], torch.tensor(want_q), atol=1e-5, rtol=0)
+        torch.testing.assert_close(intervals[b, :len(tokens)], torch.tensor(tokens))
+        got = model.decode(memory, TEXT_MASK, frame_mask, (q, intervals, chars))  # runs with the positions
+        feats = model.text_features(memory, intervals, TEXT_MASK, q, chars)
+        for t in range(n):
+            l = [i for i, (s, e) in enumerate(tokens) if s <= want_q[t] < e][0]
+            want = model.align_proj(memory[b, l]) + G.sinusoidal_encoding(
+                torch.tensor(4.0 * (want_q[t] - tokens[l][0])), 32) \
+                + model.char_embedding.weight[CHARS[b, int(want_q[t])]]
+            torch.testing.assert_close(feats[b, t], want, atol=1e-5, rtol=1e-5)
+
+
+def test_frame_positions_match_a_walk_along_the_units():
+    durations = torch.tensor([[2.0, 3.0, 1.0, 0.0], [1.5, 0.5, 2.25, 3.75]])
+    frame_mask = G.lengths_to_mask(torch.tensor([6, 8]))
+    q = G.frame_positions(durations, frame_mask)
+    for b in range(2):
+        n = int(frame_mask[b].sum())
+        torch.testing.assert_close(q[b, :n], torch.tensor(naive_positions(durations[b].tolist(), n)))
+    assert float(q[0, 6:].abs().sum()) == 0.0
+
+
+def brute_force_alignment(cost, n, u):
+    """The least-cost monotonic path by trying every split of n frames into u runs of >= 1 frame."""
+    import itertools
+    best = None
+    for cuts in itertools.combinations(range(1, n), u - 1):
+        bounds = (0,) + cuts + (n,)
+        total = sum(float(cost[t, k]) for k in range(u) for t in range(bounds[k], bounds[k + 1]))
+        if best is None or total < best[0]:
+            best = (total, [bounds[k + 1] - bounds[k] for k in range(u)])
+    return best[1]
+
+
+def test_monotonic_alignment_finds_the_least_cost_path():
+    g = torch.Generator().manual_seed(3)
+    cost = torch.rand(3, 8, 4, generator=g, dtype=torch.float64)
+    frame_mask = G.lengths_to_mask(torch.tensor([8, 6, 3]))
+    unit_mask = G.lengths_to_mask(torch.tensor([4, 3, 4]))
+    d = G.monotonic_alignment(cost, frame_mask, unit_mask)
+    for b, (n, u) in enumerate([(8, 4), (6, 3)]):
+        assert d[b, :u].tolist() == brute_force_alignment(cost[b], n, u)
+        assert float(d[b, u:].sum()) == 0.0
+    assert d[2].tolist() == [0.75] * 4           # 3 frames cannot cover 4 units: equal shares
+    # a cost that is low on a known staircase is found exactly
+    stairs = torch.ones(1, 9, 3)
+    for t, k in enumerate([0, 0, 1, 1, 1, 1, 2, 2, 2]):
+        stairs[0, t, k] = 0.0
+    assert G.monotonic_alignment(stairs, G.lengths_to_mask(torch.tensor([9])),
+                                 G.lengths_to_mask(torch.tensor([3]))).tolist() == [[2.0, 4.0, 3.0]]
+
+
+def test_mas_alignment_losses_and_durations():
+    torch.manual_seed(0)
+    model = tiny_model(alignment="mas", dropout=0.0)
+    frame_mask = G.lengths_to_mask(torch.tensor([14, 9]))
+    text = torch.randn(2, 5, 12)
+    target = torch.randn(2, 14, LATENT)
+    out = model(text, TEXT_MASK, frame_mask, LAYOUT, target_mu=target)
+    assert set(out) >= {"anchor", "duration", "positions"}
+    memory = model.encode_text(text, TEXT_MASK)
+    d, intervals, _ = model.durations(memory, TEXT_MASK, LAYOUT, frame_mask, target)
+    assert d.sum(1).tolist() == [14.0, 9.0] and d.shape == (2, 13)      # units: 1+4+6+1+1 and 1+3+1
+    assert bool((d[0] >= 1).all() and (d[1, :5] >= 1).all()) and float(d[1, 5:].sum()) == 0.0
+    # the anchor loss is the anchors' squared error along the path that the search returns
+    feats = model.unit_features(memory, intervals, TEXT_MASK, CHARS)
+    anchors = model.anchor_head(feats)
+    errs = []
+    for b in range(2):
+        t = 0
+        for u, k in enumerate(d[b].long().tolist()):
+            for _ in range(k):
+                errs.append(float(((target[b, t] - anchors[b, u]) ** 2).mean().detach()))
+                t += 1
+    assert abs(float(out["anchor"]) - sum(errs) / len(errs)) < 1e-5
+    # at inference: predicted durations, rescaled to the frames
+    d_hat, _, losses = model.durations(memory, TEXT_MASK, LAYOUT, frame_mask)
+    torch.testing.assert_close(d_hat.sum(1), torch.tensor([14.0, 9.0]))
+    assert losses == {} and float(d_hat[1, 5:].abs().sum()) == 0.0
+
+
+def test_guided_attention_loss_matches_naive_loop():
+    torch.manual_seed(0)
+    model = tiny_model(alignment="chars")
+    frame_mask = G.lengths_to_mask(torch.tensor([7, 4]))
+    att = torch.softmax(torch.randn(3, 2, 7, 5).masked_fill(~TEXT_MASK[None, :, None], -1e9), -1)
+    p, prior = model.align(torch.randn(2, 5, 32), TEXT_MASK, LAYOUT, frame_mask)[1]["positions"]
+    g = 0.15
+    got = G.guided_attention_loss(att, prior, p, TEXT_MASK, frame_mask, g)
+    total, count = 0.0, 0
+    for layer in range(3):
+        for b in range(2):
+            n = int(frame_mask[b].sum())
+            tokens = naive_units(SPANS[b], TEXT_MASK[b], "chars")
+            units = tokens[-1][1]
+            intervals = [(a / units, e / units) for a, e in tokens]
+            ps = [(t + 0.5) / n for t in range(n)]
+            for t in range(n):
+                cost = 0.0
+                for l, (a, e) in enumerate(intervals):
+                    d = max(a - ps[t], 0.0, ps[t] - e)
+                    cost += float(att[layer, b, t, l]) * (1 - math.exp(-d * d / (2 * g * g)))
+                total, count = total + cost, count + 1
+    assert abs(float(got) - total / count) < 1e-6
+    # attention on the token under each frame costs nothing
+    on = torch.zeros(3, 2, 7, 5)
+    for b in range(2):
+        n = int(frame_mask[b].sum())
+        tokens = naive_units(SPANS[b], TEXT_MASK[b], "chars")
+        intervals = [(a / tokens[-1][1], e / tokens[-1][1]) for a, e in tokens]
+        ps = [(t + 0.5) / n for t in range(n)]
+        for t in range(n):
+            on[:, b, t, [l for l, (a, e) in enumerate(intervals) if a <= ps[t] < e][0]] = 1.0
+    assert float(G.guided_attention_loss(on, prior, p, TEXT_MASK, frame_mask, g)) == 0.0
+
+
+def test_aligned_model_forward_and_generate_use_the_spans():
+    model = tiny_model(alignment="chars", dropout=0.0).eval()
+    text = torch.randn(2, 5, 12)
+    frame_mask = G.lengths_to_mask(torch.tensor([8, 6]))
+    out = model(text, TEXT_MASK, frame_mask, LAYOUT, return_attention=True)
+    assert out["attention"].shape == (2, 2, 8, 5)
+    torch.testing.assert_close(out["attention"].sum(-1)[:, frame_mask], torch.ones(2, 14))
+    other = SPANS.clone()
+    other[0, 2:4] = torch.tensor([[4.0, 5.0], [5.0, 11.0]])        # move a token boundary
+    changed = model(text, TEXT_MASK, frame_mask, (other, CHARS))["mu"]
+    assert (changed[0] - out["mu"][0]).abs().max() > 1e-2                # sample 0 reads other tokens
+    torch.testing.assert_close(changed[1], out["mu"][1], atol=1e-5, rtol=1e-5)   # sample 1 does not
+    poses = model.generate(text, TEXT_MASK, lambda z: z[..., None, :].expand(*z.shape[:-1], 2, LATENT),
+                           sample=False, lengths=[8, 6], layout=LAYOUT)
+    torch.testing.assert_close(poses[0][:, 0], out["mu"][0], atol=1e-5, rtol=1e-5)

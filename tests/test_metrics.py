@@ -1,11 +1,15 @@
-"""Tests of the evaluation metrics (evaluate.py) against sacrebleu, hand computations and naive DPs."""
+"""Tests of the evaluation metrics (evaluate.py) against sacrebleu, nltk, hand computations, closed
+forms, naive DPs and per-frame loops."""
+import functools
 import math
 import os
+import random
 import sys
 
 import numpy as np
 import pytest
 import torch
+from nltk.metrics.distance import edit_distance as nltk_edit_distance
 from sacrebleu.metrics import BLEU, CHRF
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,7 +66,7 @@ def test_chrf_matches_sacrebleu():
 
 
 @pytest.mark.parametrize("fn", [lambda h, r: evaluate.bleu(h, r, 4), evaluate.chrf,
-                                evaluate.rouge_l])
+                                evaluate.rouge_l, evaluate.wer])
 def test_text_metrics_reject_bad_input(fn):
     with pytest.raises(ValueError, match="hypotheses"):
         fn(["a"], ["a", "b"])
@@ -110,6 +114,65 @@ def test_rouge_l_keeps_umlauts_and_uses_beta_1_2():
     assert evaluate.rouge_l(["über die"], ["über die täler"]) == pytest.approx(expected)
     assert evaluate.rouge_l(["über"], ["uber"]) == 0.0
     assert evaluate.rouge_l([""], ["über"]) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# WER
+# ---------------------------------------------------------------------------------------------
+
+def naive_edit_distance(hyp, ref):
+    """Levenshtein distance by recursion from the front of both word lists."""
+    @functools.lru_cache(maxsize=None)
+    def d(i, j):                                      # distance of hyp[i:] to ref[j:]
+        if i == len(hyp) or j == len(ref):
+            return (len(hyp) - i) + (len(ref) - j)
+        return min(d(i + 1, j + 1) + (hyp[i] != ref[j]), d(i + 1, j) + 1, d(i, j + 1) + 1)
+    return d(0, 0)
+
+
+def random_sentences(rng, count, vocab=("a", "b", "c", "d", "e")):
+    return [[rng.choice(vocab) for _ in range(rng.randint(0, 9))] for _ in range(count)]
+
+
+def test_edit_distance_matches_naive_recursion_and_nltk():
+    rng = random.Random(0)
+    hyps, refs = random_sentences(rng, 300), random_sentences(rng, 300)
+    for h, r in zip(hyps, refs):
+        assert evaluate.edit_distance(h, r) == naive_edit_distance(h, r) == nltk_edit_distance(h, r)
+
+
+def test_wer_is_corpus_level_edits_over_reference_words():
+    rng = random.Random(1)
+    hyps, refs = random_sentences(rng, 50), random_sentences(rng, 50)
+    refs[0] = refs[0] or ["a"]                        # at least one reference word
+    expected = 100 * sum(map(naive_edit_distance, hyps, refs)) / sum(map(len, refs))
+    assert evaluate.wer([" ".join(h) for h in hyps], [" ".join(r) for r in refs]) == pytest.approx(expected)
+    # one sentence with 1 error in 1 word, one with 0 in 4: corpus 1/5, not the mean 1/2 of sentence rates
+    assert evaluate.wer(["a", "a b c d"], ["b", "a b c d"]) == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("hyp, ref, expected", [
+    ("am tag sonne", "am tag sonne", 0.0),
+    ("am abend sonne", "am tag sonne", 100 / 3),               # one substitution
+    ("am tag viel sonne", "am tag sonne", 100 / 3),            # one insertion
+    ("am sonne", "am tag sonne", 100 / 3),                     # one deletion
+    ("", "am tag sonne", 100.0),                               # empty hypothesis: all deleted
+    ("sonne tag am", "am tag sonne", 200 / 3),                 # reversed: two substitutions
+    ("regen und sturm im norden", "regen", 400.0),             # four insertions: WER above 100
+    ("Am Tag, SONNE!", "am tag sonne", 0.0),                   # case and punctuation
+    ("über  den\talpen\n schnee .", "Über den Alpen Schnee", 0.0),   # whitespace, umlauts, lone "."
+    ("„Föhn“ im Süden…", "föhn im süden", 0.0),                # German quotes, ellipsis
+    ("nord-west", "nordwest", 0.0),                            # punctuation is removed, not spaced
+    ("grüße", "gruße", 100.0),                                 # umlauts are letters, not dropped
+    ("Привет, мир!", "привет мир", 0.0),                       # any script
+])
+def test_wer_hand_computed(hyp, ref, expected):
+    assert evaluate.wer([hyp], [ref]) == pytest.approx(expected)
+
+
+def test_wer_needs_reference_words():
+    with pytest.raises(ValueError, match="no words"):
+        evaluate.wer(["a"], [" . !"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,3 +357,112 @@ def test_dtw_mje_rejects_bad_input():
     bad[1, 3, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         evaluate.dtw_mje([good, good], [good, bad])
+
+
+# ---------------------------------------------------------------------------------------------
+# Total Distance, Average Duration
+# ---------------------------------------------------------------------------------------------
+
+def naive_path(seq, joint):
+    """Path length of one joint, frame by frame."""
+    seq = np.asarray(seq, dtype=np.float64)
+    total = 0.0
+    for t in range(len(seq) - 1):
+        total += math.sqrt(sum((seq[t + 1, joint, k] - seq[t, joint, k]) ** 2 for k in range(3)))
+    return total
+
+
+def naive_total_distance(preds, refs):
+    ratios = []
+    for joint in (5, 2):                                # LWrist, RWrist of the 178 layout
+        pred = sum(naive_path(p, joint) for p in preds) / len(preds)
+        ref = sum(naive_path(r, joint) for r in refs) / len(refs)
+        ratios.append(pred / ref)
+    return (ratios[0] + ratios[1]) / 2
+
+
+def test_wrists_are_the_body_wrists_of_the_layout():
+    from data import JOINT_NAMES
+    assert evaluate.WRISTS == (5, 2)
+    assert [JOINT_NAMES[j] for j in evaluate.WRISTS] == ["LWrist", "RWrist"]
+
+
+def test_total_distance_matches_a_per_frame_loop():
+    preds, refs = random_pairs(LENGTHS, seed=5)
+    assert evaluate.total_distance(preds, refs) == pytest.approx(naive_total_distance(preds, refs), rel=1e-9)
+    # only the wrists count: moving every other joint changes nothing
+    moved = [p.clone() for p in preds]
+    others = [j for j in range(178) if j not in (2, 5)]
+    for p in moved:
+        p[:, others] = torch.randn(len(p), len(others), 3, generator=torch.Generator().manual_seed(len(p))) * 9
+    assert evaluate.total_distance(moved, refs) == pytest.approx(evaluate.total_distance(preds, refs), rel=1e-12)
+
+
+def straight_line(steps, v_left, v_right):
+    """steps + 1 frames: both wrists move at constant velocity (path steps·|v|), the rest still."""
+    seq = np.zeros((steps + 1, 178, 3))
+    t = np.arange(steps + 1)[:, None]
+    seq[:, 5], seq[:, 2] = 1.0 + t * np.array(v_left), -1.0 + t * np.array(v_right)
+    return seq
+
+
+def test_total_distance_closed_form_for_straight_lines():
+    v_left, v_right = (0.03, -0.04, 0.0), (0.0, 0.01, 0.0)         # |v| = 0.05 and 0.01
+    gts = [straight_line(40, v_left, v_right), straight_line(10, v_left, v_right)]
+    # left: mean path (40 + 10)·0.05 / 2 = 1.25; right (40 + 10)·0.01 / 2 = 0.25
+    slow = [straight_line(20, (0.0, 0.0, 0.05), (0.01, 0.0, 0.0)), straight_line(30, (0.05, 0, 0), (0, 0, 0))]
+    # prediction left: (20 + 30)·0.05 / 2 = 1.25 -> ratio 1; right: 20·0.01 / 2 = 0.1 -> ratio 0.4
+    assert evaluate.total_distance(slow, gts) == pytest.approx((1.0 + 0.4) / 2, rel=1e-12)
+    assert evaluate.total_distance(gts, gts) == 1.0
+    frozen = [np.repeat(g[:1], len(g), axis=0) for g in gts]          # the first pose, held
+    assert evaluate.total_distance(frozen, gts) == 0.0
+    # a straight line keeps its length under [::2] (even step counts): the metric at 12.5 fps
+    sub = [g[::2] for g in gts]
+    assert [evaluate.path_length(s.reshape(len(s), -1), 5) for s in sub] == pytest.approx([2.0, 0.5])
+    # a mean over sequences, then the ratio: not the mean of per-sequence ratios
+    one = straight_line(10, (0.1, 0, 0), (0.1, 0, 0))                  # path 1 for both wrists
+    three = straight_line(10, (0.3, 0, 0), (0.3, 0, 0))                # path 3
+    assert evaluate.total_distance([one, one], [one, three]) == pytest.approx(0.5)
+
+
+def test_total_distance_of_a_still_ground_truth_is_nan_and_checks_its_input():
+    still = np.zeros((5, 178, 3))
+    assert math.isnan(evaluate.total_distance([straight_line(4, (1, 0, 0), (1, 0, 0))], [still]))
+    with pytest.raises(ValueError, match="2 predicted but 1 reference"):
+        evaluate.total_distance([still, still], [still])
+    preds, refs = random_pairs([(6, 4), (3, 9)], seed=7)
+    p16, r_np = [p.half() for p in preds], [r.numpy() for r in refs]          # any real dtype, torch or numpy
+    assert evaluate.total_distance(p16, r_np) == pytest.approx(
+        naive_total_distance([p.float().numpy() for p in p16], r_np), rel=1e-6)
+
+
+def test_average_duration_hand_computed():
+    preds = [np.zeros((n, 178, 3)) for n in (10, 5, 30)]
+    gts = [np.zeros((m, 178, 3)) for m in (20, 5, 10)]
+    assert evaluate.average_duration(preds, gts) == pytest.approx((0.5 + 1 + 3) / 3)   # not 45 / 35
+    assert evaluate.average_duration(gts, gts) == 1.0
+    with pytest.raises(ValueError, match=r"preds\[0\] must have shape"):
+        evaluate.average_duration([np.zeros((0, 178, 3))], gts[:1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Results rows and the printed table
+# ---------------------------------------------------------------------------------------------
+
+def test_score_rows_hold_every_column_and_the_table_prints_them(capsys):
+    preds, gts = [straight_line(8, (0.1, 0, 0), (0, 0.1, 0))], [straight_line(16, (0.1, 0, 0), (0, 0.1, 0))]
+    row = evaluate.score(["am tag regen ."], ["Am Tag viel Regen"], preds, gts)
+    assert tuple(row) == evaluate.COLUMNS
+    assert row["WER"] == pytest.approx(25.0)                       # one deletion in four words
+    assert row["TotDist"] == pytest.approx(0.5) and row["Dur"] == pytest.approx(9 / 17)
+    assert row["DTW"] == pytest.approx(naive_mje(preds, gts))
+    text_only = evaluate.score(["am tag"], ["am tag"])               # the constant-text baseline
+    assert text_only["WER"] == 0.0 and text_only["DTW"] is text_only["TotDist"] is text_only["Dur"] is None
+    evaluate.print_table([{"name": "GT", **row}, {"name": "constant text", **text_only}])
+    lines = capsys.readouterr().out.splitlines()
+    assert len({len(line) for line in lines}) == 1                   # aligned columns
+    heads = [c.strip() for c in lines[0].split("|")[2:-1]]
+    assert heads == ["DTW↓", "B1↑", "B2↑", "B3↑", "B4↑", "chrF↑", "ROUGE↑", "WER↓", "TotDist→1", "Dur→1"]
+    cells = [c.strip() for c in lines[2].split("|")[2:-1]]
+    assert cells[-3:] == ["25.00", "0.50", "0.53"]
+    assert [c.strip() for c in lines[3].split("|")[2:-1]][-3:] == ["0.00", "-", "-"]

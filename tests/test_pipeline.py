@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,6 +105,12 @@ def test_evaluate_generators_adds_the_vae_row_and_pictures(pipeline, tmp_path):
     gts = [s["poses_3d"][::2] for s in load_split(os.path.join(d, "test.pt"))]
     recon = [vae.reconstruct(s["poses_3d"])[::2] for s in load_split(os.path.join(d, "test.pt"))]
     assert rows[1]["DTW"] == pytest.approx(dtw_mje(recon, gts), rel=1e-6) and rows[1]["DTW"] > 0
+    path = lambda seqs, j: np.mean([np.linalg.norm(np.diff(s[:, j].double().numpy(), axis=0), axis=1).sum()
+                                    for s in seqs])      # mean wrist path length, joint j of the layout
+    assert rows[1]["TotDist"] == pytest.approx((path(recon, 5) / path(gts, 5) + path(recon, 2) / path(gts, 2)) / 2,
+                                               rel=1e-6)
+    assert rows[0]["TotDist"] == rows[0]["Dur"] == rows[1]["Dur"] == 1.0 and rows[0]["WER"] >= 0
+    assert all(r["TotDist"] > 0 and r["Dur"] > 0 for r in rows[2:])
     for name in ("example.png", "example_hands.png", "example_alignment_A2VSLP.png", "example_alignment_A2VSLPKL.png"):
         assert (tmp_path / name).stat().st_size > 1000, name
 
@@ -127,8 +134,8 @@ def test_evaluate_scores_a_vae_alone_as_the_generators_would(pipeline, tmp_path)
     ok(run([PY, "evaluate.py", "--data-dir", d, "--split", "test", "--predictions", str(tmp_path / "recon.pt"),
             "--backtranslator", str(root / "bt" / "best.pt"), "--out", str(tmp_path / "sub.json")]))
     other = json.loads((tmp_path / "sub.json").read_text())["rows"][1]
-    assert {k: rows[1][k] for k in ("DTW", "B4", "chrF", "ROUGE")} == pytest.approx(
-        {k: other[k] for k in ("DTW", "B4", "chrF", "ROUGE")}, rel=1e-6)
+    assert {k: rows[1][k] for k in ("DTW", "B4", "chrF", "ROUGE", "WER", "TotDist", "Dur")} == pytest.approx(
+        {k: other[k] for k in ("DTW", "B4", "chrF", "ROUGE", "WER", "TotDist", "Dur")}, rel=1e-6)
 
 
 def test_sample_cli_writes_the_submission_format(pipeline, tmp_path):
@@ -160,10 +167,20 @@ def test_evaluate_scores_a_hand_written_submission(pipeline, tmp_path):
     proc = ok(run([PY, "evaluate.py", "--data-dir", d, "--split", "test", "--predictions", str(path),
                    "--backtranslator", str(root / "bt" / "best.pt"), "--out", str(out)]))
     assert "| GT" in proc.stdout and "submission.pt" in proc.stdout
-    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
-    assert rows["GT"]["DTW"] == 0.0
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| Model"))
+    assert [c.strip() for c in header.split("|")[2:-1]] == [c + evaluate.ARROWS.get(c, "↑") for c in evaluate.COLUMNS]
+    results = json.loads(out.read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert all(tuple(r) == ("name",) + evaluate.COLUMNS for r in results["rows"] + results["baselines"])
+    assert rows["GT"]["DTW"] == 0.0 and rows["GT"]["TotDist"] == rows["GT"]["Dur"] == 1.0
     # after [::2] the delay is a repeated first frame, which DTW absorbs: exactly zero error
     assert rows["submission.pt"]["DTW"] == pytest.approx(0.0, abs=1e-9)
+    # ... and which adds no motion, one frame more at 12.5 fps: ⌈(n + 2) / 2⌉ / ⌈n / 2⌉ per sequence
+    assert rows["submission.pt"]["TotDist"] == pytest.approx(1.0, rel=1e-9)
+    n = np.array([(len(s["poses_3d"]) + 1) // 2 for s in samples])
+    assert rows["submission.pt"]["Dur"] == pytest.approx(np.mean((n + 1) / n), rel=1e-12)
+    constant = results["baselines"][0]                 # a text without poses
+    assert constant["WER"] > rows["GT"]["WER"] and constant["DTW"] is constant["TotDist"] is constant["Dur"] is None
     # independent check of the GT row: translate with the model directly, score with sacrebleu
     import sacrebleu
     ckpt = load(root / "bt" / "best.pt")
@@ -176,6 +193,7 @@ def test_evaluate_scores_a_hand_written_submission(pipeline, tmp_path):
     b4 = sacrebleu.metrics.BLEU(max_ngram_order=4, tokenize="none", smooth_method="floor", smooth_value=0.0,
                                 effective_order=True).corpus_score(hyps, [refs]).score
     assert rows["GT"]["B4"] == pytest.approx(b4, abs=1e-6)
+    assert rows["GT"]["WER"] == pytest.approx(evaluate.wer(hyps, refs), abs=1e-9)
     # the back-translator really reads the poses: on its training sentences it is far above chance
     assert rows["GT"]["B4"] > 50 and evaluate.bleu(hyps, refs, 1) > 70
 
@@ -223,3 +241,40 @@ def test_a_generator_checkpoint_that_names_the_query_span_q_still_loads(pipeline
     old, new = (sample.load_generator(str(p))[0] for p in (tmp_path / "old.pt", root / "gen1" / "best.pt"))
     assert old.config == new.config and old.config["query_span"] == 3
     assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+
+
+def test_evaluate_samples_report_pose_export_and_sigma_picture(pipeline, tmp_path):
+    """--samples 3: the mean's and each sample's DTW-MJE (recomputed here from generate_poses and
+    generate_samples) beside a positive spread; --format pose: one .pose per sentence holding the
+    scored predictions; --pictures: the σ̂ strip."""
+    pytest.importorskip("matplotlib")
+    import posefile
+    import sample
+    from data import load_split
+    from evaluate import dtw_mje
+    root, d = pipeline
+    gen = str(root / "gen2" / "best.pt")
+    out = tmp_path / "results.json"
+    ok(run([PY, "evaluate.py", "--data-dir", d, "--split", "test", "--generator", gen, "--backtranslator",
+            str(root / "bt" / "best.pt"), "--out", str(out), "--samples", "3", "--format", "pose",
+            "--pictures", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]))
+    report = json.loads(out.read_text())["sampling"]
+    assert [r["name"] for r in report] == ["A2V-SLP + KL"] and report[0]["K"] == 3
+    samples = load_split(os.path.join(d, "test.pt"))
+    gts = [s["poses_3d"][::2] for s in samples]
+    model, vae, ckpt = sample.load_generator(gen)
+    texts = [s["text"] for s in samples]
+    means = sample.generate_poses(model, vae, texts, ckpt["bert"], sample=False, cache_dir=str(tmp_path / "cache"))
+    assert report[0]["DTW_mean"] == pytest.approx(dtw_mje([m[::2] for m in means], gts), rel=1e-6)
+    made = sample.generate_samples(model, vae, texts, ckpt["bert"], 3, seed=0, cache_dir=str(tmp_path / "cache"))
+    for k in range(3):
+        assert report[0]["DTW_samples"][k] == pytest.approx(dtw_mje([s[k, ::2] for _, s in made], gts), rel=1e-6)
+    assert report[0]["spread"]["all"] > 0 and len(set(report[0]["DTW_samples"])) == 3
+    preds = load(tmp_path / "test_A2V-SLP_KL.pt")
+    folder = tmp_path / "test_A2V-SLP_KL"
+    assert sorted(os.listdir(folder)) == sorted(f"{n}.pose" for n in preds)
+    from pose_format import Pose
+    for n, p in preds.items():
+        back = np.asarray(Pose.read((folder / f"{n}.pose").read_bytes()).body.data.data)[:, 0]   # file order
+        np.testing.assert_allclose(back[:, posefile.FILE_ORDER.argsort()], p.numpy(), atol=1e-6)
+    assert (tmp_path / "example_uncertainty.png").stat().st_size > 1000

@@ -696,6 +696,31 @@ def test_an_overflowing_dtw_is_null_in_strict_json(gen_run, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["huge.pt", "r.json"]
 
 
+def test_a_total_distance_without_ground_truth_motion_is_null_with_a_note(gen_run, tmp_path, capsys):
+    """A test split whose poses never move: Total Distance divides by zero for every posed row; it is
+    written as null with a note, and the other columns are scored as usual."""
+    import json
+    import shutil
+    import evaluate
+    root, d, _ = gen_run
+    still = tmp_path / "still"
+    shutil.copytree(d, still)
+    samples = torch.load(still / "test.pt", weights_only=True)
+    moving = {name: s["poses_3d"].clone() for name, s in samples.items()}
+    for s in samples.values():
+        s["poses_3d"] = s["poses_3d"][:1].repeat(len(s["poses_3d"]), 1, 1)    # the first frame, held
+    torch.save(samples, still / "test.pt")
+    torch.save(moving, tmp_path / "moving.pt")
+    out = tmp_path / "r.json"
+    evaluate.main(["--data-dir", str(still), "--split", "test", "--predictions", str(tmp_path / "moving.pt"),
+                   "--backtranslator", str(root / "bt" / "best.pt"), "--beam", "1", "--out", str(out)])
+    rows = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))["rows"]
+    assert [r["TotDist"] for r in rows] == [None, None]
+    assert rows[0]["Dur"] == rows[1]["Dur"] == 1.0 and rows[1]["DTW"] > 0 and rows[1]["WER"] is not None
+    printed = capsys.readouterr().out
+    assert "note: GT: Total Distance is nan" in printed and "note: moving.pt: Total Distance is nan" in printed
+
+
 def test_the_constant_text_baseline_does_not_depend_on_string_hashing():
     texts = ["e d", "c", "a b", "c", "a b", "e d", "z", "b a", "b a"]        # four texts tie at 2
     code = f"import evaluate; print(evaluate.most_frequent({texts!r}))"
