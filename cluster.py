@@ -147,10 +147,12 @@ def lock_out_dir(out_dir, distributed):
 
 
 def _start_time(pid):
-    """The start time of process `pid` in clock ticks after boot (from /proc), or None if not known."""
+    """The start time of process `pid` in clock ticks after boot (from /proc), "ended" for a process
+    that has exited but not yet been reaped (a zombie), or None if not known."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
+            fields = f.read().rsplit(")", 1)[1].split()
+        return "ended" if fields[0] in ("Z", "X") else fields[19]
     except (OSError, IndexError):
         return None
 
@@ -168,8 +170,9 @@ def _alive(holder):
         pass
     except (OSError, TypeError, ValueError, OverflowError):
         return False
-    # a pid that was reused by another process since: its start time differs
-    return holder.get("start") is None or _start_time(pid) in (None, holder["start"])
+    # an exited process not yet reaped, or a pid reused by another process since (its start time differs)
+    start = _start_time(pid)
+    return start != "ended" and (holder.get("start") is None or start in (None, holder["start"]))
 
 
 def _read_holder(fd):
