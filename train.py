@@ -13,10 +13,14 @@ Several processes on one machine (nccl on CUDA, gloo on CPU):
 Several machines: plain torchrun flags on every node, e.g.
     torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train.py ...
 
---batch-size is the global batch; each of the world's ranks takes batch_size / world_size samples.
+--batch-size is the global batch; each of the world's ranks takes its share of every global batch,
+so a step, and the order of the steps, are the same on any number of ranks (cluster.GlobalBatchSampler).
 Restart rule: when OUT_DIR/last.pt exists the run continues from it (--resume auto, the default),
 so a torchrun restart after a crash resumes by itself; --resume never refuses to touch such a dir.
-A resume must use the flags of the run it continues; only those in RESUMABLE may change.
+A resume must use the flags of the run it continues; only those in RESUMABLE may change. It may use
+another number of ranks. On a cluster (cluster.py): SIGTERM or SIGUSR1 saves last.pt after the current
+step and exits with status 75; --save-every STEPS also saves inside epochs; OUT_DIR/run.lock keeps a
+second run out of the out dir.
 """
 import argparse
 import logging
@@ -30,8 +34,9 @@ import types
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
+import cluster
 import corpus
 import data
 import evaluate
@@ -46,7 +51,7 @@ log = logging.getLogger("a2vslp")
 # Flags that may differ when a run is resumed; every other flag defines the run and must match the
 # checkpoint's (so flags added later are covered without a change here).
 RESUMABLE = ("epochs", "patience", "resume", "num_workers", "skip_bad_samples", "skip_nonfinite",
-             "cache_dir", "out_dir")
+             "cache_dir", "out_dir", "save_every")
 PATH_FLAGS = ("data_dir", "vae", "init")        # compared as absolute paths
 
 # Per-stage defaults of the flags left unset (vae: §4.3; patience None: no early stopping; the paper does not clip)
@@ -54,7 +59,7 @@ STAGE_DEFAULTS = {"vae": dict(epochs=300, patience=None, adam_betas=(0.5, 0.9), 
                   "generator": dict(epochs=2000, patience=100, adam_betas=(0.9, 0.999), grad_clip=0.0),
                   "backtranslation": dict(epochs=200, patience=30, adam_betas=(0.9, 0.999), grad_clip=1.0)}
 DATA_DIR = os.path.join("runs", "data")             # the built-in corpus, written there on first use
-PROGRESS = {"epoch": 0, "step": 0, "saved": None}   # where a Ctrl-C found the run (see __main__)
+PROGRESS = {"epoch": 0, "step": 0, "saved": None}   # where a Ctrl-C found the run (see __main__); saved: (epoch, batch)
 
 
 def float_or_none(text):
@@ -86,6 +91,10 @@ def get_args(argv=None, announce=True):
                    "checkpoint's is refused, except for " + ", ".join("--" + k.replace("_", "-") for k in RESUMABLE))
     g.add_argument("--cache-dir", help="text-embedding and latent caches, keyed by content (default: OUT_DIR/cache)")
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
+    g.add_argument("--save-every", type=int, default=0, metavar="STEPS",
+                   help="also write last.pt every STEPS optimizer steps inside an epoch, so that a killed run loses "
+                   "at most STEPS steps (default 0: at the end of each epoch only); a resume from it continues "
+                   "the same order of batches")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (a no-op with a notice on CPU)")
     g.add_argument("--patience", type=int, help="early stopping: epochs without a better dev loss (default: off "
                    "for vae, 100 for generator, 30 for backtranslation)")
@@ -190,6 +199,8 @@ def get_args(argv=None, announce=True):
     for name in ("epochs", "batch_size", "subsample", "max_frames", "query_span"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.save_every < 0:
+        p.error(f"--save-every must be >= 0, got {args.save_every}")
     if args.alignment == "none":   # no alignment: no character under a frame, nothing to guide toward
         args.guide_weight, args.char_embedding = 0.0, False
     args.cache_dir = args.cache_dir or os.path.join(args.out_dir, "cache")
@@ -410,24 +421,31 @@ def all_reduce_sum(t, distributed):
     return t
 
 
-def run_epoch(model, loader, loss_fn, run, epoch, step, optimizer=None):
+def run_epoch(model, loader, loss_fn, run, epoch, step, optimizer=None, first_batch=0):
     """One pass over `loader`; trains when optimizer is given. `run` holds args, device, distributed
-    and ctx (the autocast context). Returns (mean logs, frames, step, skips)."""
+    and ctx (the autocast context); training also uses run.stand_in, run.preempt and run.after_step
+    (see main). first_batch: the global batches of this epoch done before a mid-epoch resume.
+    Returns (mean logs, frames, step, skips)."""
     args, device, distributed, ctx = run.args, run.device, run.distributed, run.ctx
     sums, count_total, frames, skips, nonfinite = {}, torch.zeros((), dtype=torch.float64, device=device), 0, 0, []
     world = dist.get_world_size() if distributed else 1
-    for batch in loader:
+    for done, batch in enumerate(loader, start=first_batch + 1):     # done: global batches after this one
+        stand_in = batch is None      # no sample of this rank in the epoch's last, small global batch
+        batch = run.stand_in if stand_in else batch
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with ctx:
             loss, logs, count = loss_fn(model, batch)
-        count = count.to(device=device, dtype=torch.float64)
+        count = count.to(device=device, dtype=torch.float64) * (0.0 if stand_in else 1.0)   # a stand-in weighs 0
         # Weight this rank's mean by its share of the global count: a batch split over ranks then
         # gives exactly the gradient of the whole batch in one process (DDP averages over ranks).
-        finite = torch.tensor(float(torch.isfinite(loss.detach()).item()), device=device)
-        if optimizer is not None:     # training: every rank has as many batches (DistributedSampler pads)
-            global_count = all_reduce_sum(count.clone(), distributed)
+        finite = torch.tensor(float(torch.isfinite(loss.detach()).item()), dtype=torch.float64, device=device)
+        if optimizer is not None:     # training: every rank takes every step (GlobalBatchSampler, stand-ins)
+            # one all-reduce per step: the global count, the ranks with a finite loss, the ranks that caught
+            # a preemption signal (so that all stop after the same step)
+            caught = torch.tensor(float(bool(run.preempt)), dtype=torch.float64, device=device)
+            global_count, finite, stop = all_reduce_sum(torch.stack([count, finite, caught]), distributed)
             scale = (count * world / global_count).float()
-            finite = all_reduce_sum(finite, distributed)
+            stop = stop.item() > 0
         else:                         # dev: shards differ by one batch, so no collective per batch
             finite = finite * world
         if finite.item() < world:
@@ -440,6 +458,7 @@ def run_epoch(model, loader, loss_fn, run, epoch, step, optimizer=None):
                                          "checkpoint is kept (use --skip-nonfinite to skip such steps)")
             skips += 1
             log.warning("non-finite loss skipped (%s); %d skipped so far", where, skips)
+            run.after_step(epoch, step, done, stop)
             continue
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
@@ -449,10 +468,11 @@ def run_epoch(model, loader, loss_fn, run, epoch, step, optimizer=None):
             optimizer.step()
             step += 1
             PROGRESS["step"] = step
+            run.after_step(epoch, step, done, stop)
         for k, v in {"loss": loss, **logs}.items():
             sums[k] = sums.get(k, 0.0) + torch.as_tensor(v, dtype=torch.float64, device=device).detach() * count
         count_total += count
-        frames += int(batch["frame_mask"].sum())
+        frames += 0 if stand_in else int(batch["frame_mask"].sum())
     keys = sorted(sums)
     if distributed:                   # a rank may have had no dev batch: agree on the logged names
         every = [None] * world
@@ -508,8 +528,10 @@ def main(argv=None):
     rank, world, device = setup_distributed()
     distributed, master = world > 1, rank == 0
     setup_logging(master)
+    preempt = cluster.catch_preemption()      # SIGTERM / SIGUSR1: finish the step, save last.pt, exit 75
     if args.batch_size % world:
         raise DataError(f"--batch-size {args.batch_size} must be divisible by the world size {world}")
+    cluster.lock_out_dir(args.out_dir, distributed)           # one run per out dir (OUT_DIR/run.lock)
     last_path, best_path = os.path.join(args.out_dir, "last.pt"), os.path.join(args.out_dir, "best.pt")
     ckpt = check_out_dir(args, last_path, best_path)          # None: a fresh run
     if args.data_dir == DATA_DIR:
@@ -517,7 +539,7 @@ def main(argv=None):
     if args.amp and device.type != "cuda":
         log.info("--amp: bf16 autocast is for CUDA; running in float32 on %s", device.type)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if args.amp and device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    run = types.SimpleNamespace(args=args, device=device, distributed=distributed, ctx=ctx)
+    run = types.SimpleNamespace(args=args, device=device, distributed=distributed, ctx=ctx, preempt=preempt)
 
     torch.manual_seed(args.seed)                       # same initial weights on every rank
     paths = [os.path.join(args.data_dir, f"{split}.pt") for split in ("train", "dev")]
@@ -537,7 +559,7 @@ def main(argv=None):
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=args.plateau_factor, patience=args.plateau_patience)
 
-    start_epoch, step, best, bad_epochs = 0, 0, math.inf, 0
+    start_epoch, step, best, bad_epochs, val, first_batch, rng = 0, 0, math.inf, 0, None, 0, None
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
@@ -548,27 +570,76 @@ def main(argv=None):
             if part is not None and ckpt.get(key) is not None:
                 part.load_state_dict(ckpt[key])
         start_epoch, step, best, bad_epochs = ckpt["epoch"], ckpt["step"], ckpt["best_val"], ckpt["bad_epochs"]
-        log.info("resumed from %s at epoch %d, step %d", last_path, start_epoch, step)
-        PROGRESS.update(step=step, saved=start_epoch)
+        val, first_batch = ckpt.get("val"), ckpt.get("batch", 0)        # batch: global batches of the next epoch done
+        saved_world = ckpt.get("world_size", 1)
+        if isinstance(ckpt.get("rng"), list) and len(ckpt["rng"]) == world:
+            rng = ckpt["rng"][rank]                    # a mid-epoch resume continues this rank's noise stream
+        log.info("resumed from %s at epoch %d, batch %d, step %d%s", last_path, start_epoch, first_batch, step,
+                 "" if saved_world == world else f" (saved under world size {saved_world}, now {world}: the same global "
+                 "batches in the same order; the per-rank noise streams of a mid-epoch resume start anew)")
+        PROGRESS.update(step=step, saved=(start_epoch, first_batch))
     os.makedirs(args.out_dir, exist_ok=True)
     if master:
         open_log_file(args.out_dir)                    # the run is accepted: log.txt from here on
 
     net = stage.get("forward_module", model)           # what the loss calls; shares model's weights
     ddp = DDP(net, device_ids=[device.index] if device.type == "cuda" else None) if distributed else net
-    sampler = DistributedSampler(stage["train"], num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+    sampler = cluster.GlobalBatchSampler(len(stage["train"]), args.batch_size, rank, world, args.seed)
+    # its own generator: making an iterator then draws nothing from the global one (the noise streams)
+    loader = DataLoader(stage["train"], batch_sampler=sampler, collate_fn=cluster.collate_share,
+                        num_workers=args.num_workers, generator=torch.Generator())
     kw = dict(batch_size=args.batch_size // world, collate_fn=data.collate, num_workers=args.num_workers)
-    loader = DataLoader(stage["train"], sampler=sampler, **kw)
     dev_loader = DataLoader(torch.utils.data.Subset(stage["dev"], dev_shard(len(stage["dev"]), rank, world)), **kw)
+    run.stand_in = data.collate([stage["train"][0]])  # what a rank without a sample in a global batch runs, weighted 0
+
+    def save(epoch, step, batch, improved=False):
+        """last.pt (and best.pt when improved) after `epoch` epochs and `batch` global batches of the
+        next one; on every rank together (the ranks' noise streams are gathered)."""
+        rng_states = cluster.rng_states(distributed)
+        with sigint_deferred():              # a Ctrl-C here waits for the saves: last.pt and the message agree
+            if master:
+                ckpt = {"stage": args.stage, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None, "args": vars(args),
+                        "epoch": epoch, "batch": batch, "step": step, "best_val": best, "val": val,
+                        "bad_epochs": bad_epochs, "world_size": world, "rng": rng_states,
+                        "stage_state": stage["state"].state_dict() if stage.get("state") is not None else None,
+                        **stage["extra"]}
+                if improved:
+                    atomic_save(ckpt, best_path)
+                atomic_save(ckpt, last_path)
+            PROGRESS["saved"] = (epoch, batch)
+        if distributed:
+            dist.barrier()
+
+    def stop(epoch, step, batch):
+        """Every rank has caught, or heard of, a preemption signal and last.pt holds this point."""
+        where = f"step {step} (epoch {epoch + 1}, batch {batch} of {sampler.batches_per_epoch()})" if batch else \
+            f"step {step} (the end of epoch {epoch})"
+        message = (f"preempted ({', '.join(sorted(set(preempt))) or 'signal caught by another rank'}): stopped after "
+                   f"{where}; {last_path} holds it, the same command continues from there (exit {cluster.PREEMPTED})")
+        log.info("%s", message)
+        raise cluster.Preempted(message if master else "")
+
+    def after_step(epoch, step, done, stop_now):
+        """A mid-epoch last.pt every --save-every steps, and when the ranks agreed to stop (then Preempted)."""
+        if stop_now or (args.save_every and step % args.save_every == 0 and done < sampler.batches_per_epoch()):
+            save(epoch, step, done)
+        if stop_now:
+            stop(epoch, step, done)
+
+    run.after_step = after_step
 
     t_start = time.time()
     for epoch in range(start_epoch, args.epochs):
         PROGRESS["epoch"] = epoch + 1
-        sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch, first_batch)
         torch.manual_seed(args.seed + 1_000_003 * (epoch + 1) + rank)   # resumable noise streams
+        if first_batch and rng is not None:
+            cluster.set_rng_state(rng)
         ddp.train()
         t0 = time.time()
-        train_logs, frames, step, skips = run_epoch(ddp, loader, stage["loss"], run, epoch, step, optimizer)
+        train_logs, frames, step, skips = run_epoch(ddp, loader, stage["loss"], run, epoch, step, optimizer,
+                                                    first_batch)
         dt = time.time() - t0
         ddp.eval()
         with torch.no_grad():
@@ -581,31 +652,23 @@ def main(argv=None):
         improved = val < best
         best, bad_epochs = (val, 0) if improved else (best, bad_epochs + 1)
         fmt = lambda d: " ".join(f"{k} {d[k]:.4g}" for k in sorted(d, key=lambda k: (k != "loss", k)))  # noqa: E731
-        log.info("epoch %d/%d step %d | train %s | dev %s | %.0f frames/s | lr %.2e | %.0fs%s%s",
+        log.info("epoch %d/%d step %d | train %s | dev %s | %.0f frames/s | lr %.2e | %.0fs%s%s%s",
                  epoch + 1, args.epochs, step, fmt(train_logs), fmt(dev_logs), frames / max(dt, 1e-9),
                  optimizer.param_groups[0]["lr"], time.time() - t_start, " *" if improved else "",
-                 f" | {skips} skipped" if skips else "")
+                 f" | {skips} skipped" if skips else "",
+                 f" | train logs of batches {first_batch + 1}+ (resumed)" if first_batch else "")
+        first_batch = 0
         bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise FloatingPointError(f"stage {args.stage}, epoch {epoch + 1}: non-finite weights in {bad[:3]}; "
                                      f"not saved, the last good checkpoint in {args.out_dir} is kept")
-        with sigint_deferred():              # a Ctrl-C here waits for the saves: last.pt and the message agree
-            if master:
-                ckpt = {"stage": args.stage, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None, "args": vars(args),
-                        "epoch": epoch + 1, "step": step, "best_val": best, "val": val, "bad_epochs": bad_epochs,
-                        "world_size": world, "rng": {"torch": torch.get_rng_state()},
-                        "stage_state": stage["state"].state_dict() if stage.get("state") is not None else None,
-                        **stage["extra"]}
-                if improved:
-                    atomic_save(ckpt, best_path)
-                atomic_save(ckpt, last_path)
-            PROGRESS["saved"] = epoch + 1
-        if distributed:
-            dist.barrier()
+        save(epoch + 1, step, 0, improved)
         if args.patience and bad_epochs >= args.patience:
             log.info("early stopping: no better dev %s for %d epochs", stage.get("criterion", "loss"), bad_epochs)
             break
+        caught = all_reduce_sum(torch.tensor(float(bool(preempt)), device=device), distributed)   # during dev or save
+        if caught.item() > 0 and epoch + 1 < args.epochs:
+            stop(epoch + 1, step, 0)
     if master and stage.get("report") is not None and os.path.exists(best_path):
         model.load_state_dict(load_checkpoint(best_path, args.stage)["model"])
         stage["report"](model)
@@ -619,9 +682,16 @@ if __name__ == "__main__":
         main()
     except (ValueError, FloatingPointError, OSError) as e:      # DataError is a ValueError
         sys.exit(f"error: {e}")
+    except cluster.Preempted as e:
+        if str(e):
+            print(e, file=sys.stderr)
+        cluster.exit_quietly()
+        sys.exit(cluster.PREEMPTED)
     except KeyboardInterrupt:
         where = (f"interrupted at epoch {PROGRESS['epoch']} step {PROGRESS['step']}" if PROGRESS["epoch"]
                  else "interrupted before training started")
-        saved = f"last.pt is epoch {PROGRESS['saved']}" if PROGRESS["saved"] else "no last.pt was written"
+        epoch, batch = PROGRESS["saved"] or (0, 0)
+        saved = (f"last.pt is epoch {epoch}" + (f" + {batch} batches" if batch else "") if PROGRESS["saved"]
+                 else "no last.pt was written")
         print(f"{where}; {saved}", file=sys.stderr)
         sys.exit(130)

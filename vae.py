@@ -11,12 +11,15 @@ After training, the frozen encoder gives the per-frame (μ, log σ²) targets of
 see `cached_latents`.
 """
 import hashlib
+import logging
 import os
 
 import torch
 import torch.nn as nn
 
 from data import ARTICULATOR_ORDER, ARTICULATORS, NUM_JOINTS, DataError, atomic_save, load_checkpoint, safe_load
+
+log = logging.getLogger("a2vslp")
 
 LATENT_SIZES = {"body": 8, "right_hand": 28, "left_hand": 28, "face": 16}   # §3.1, 80 in all
 LATENT_DIM = sum(LATENT_SIZES.values())
@@ -239,7 +242,8 @@ def extract_latents(vae, samples, batch_frames=8192):
 
 def cached_latents(vae_path, samples, cache_dir):
     """extract_latents, computed once and cached in cache_dir under a hash of the VAE file's bytes
-    and of the samples (names and poses): a changed VAE or data set never reads a stale cache."""
+    and of the samples (names and poses): a changed VAE or data set never reads a stale cache, and a
+    damaged one (unreadable, a sample missing, misshapen or non-finite) is recomputed with a warning."""
     h = hashlib.sha1()
     with open(vae_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -248,11 +252,20 @@ def cached_latents(vae_path, samples, cache_dir):
         h.update(s["name"].encode("utf-8", "surrogatepass") + b"\0")
         h.update(s["poses_3d"].contiguous().numpy().tobytes())
     cache = os.path.join(cache_dir, f"latents_{h.hexdigest()[:16]}.pt")
-    if os.path.exists(cache):
+    if os.path.exists(cache):                           # a derived file: recomputed when damaged, never trusted
         try:
-            return safe_load(cache, what="latent cache")
-        except DataError:
-            pass                                        # a damaged cache file is computed again
+            latents = safe_load(cache, what="latent cache")
+            problem = None if isinstance(latents, dict) else f"a {type(latents).__name__}, not a dict"
+            for s in samples if problem is None else []:
+                z = latents.get(s["name"])
+                if not torch.is_tensor(z) or z.shape != (len(s["poses_3d"]), 2 * LATENT_DIM) or not torch.isfinite(z).all():
+                    problem = f"sample {s['name']!r}: missing, not ({len(s['poses_3d'])}, {2 * LATENT_DIM}) or non-finite"
+                    break
+        except DataError as e:
+            problem = str(e).removeprefix(f"{cache}: ")
+        if problem is None:
+            return latents
+        log.warning("%s: %s; recomputing it", cache, problem)
     latents = extract_latents(load_vae(vae_path), samples)
     os.makedirs(cache_dir, exist_ok=True)
     atomic_save(latents, cache)
