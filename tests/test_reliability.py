@@ -676,7 +676,7 @@ def test_evaluate_keeps_both_predictions_of_generators_of_one_name_and_makes_the
     assert [r["name"] for r in rows] == ["GT", "VAE", "A2V-SLP", "A2V-SLP'"]     # one VAE: one VAE row
     assert sorted(os.listdir(tmp_path / "pics" / "new")) == [
         "example.gif", "example.png", "example_alignment_A2VSLP.png", "example_alignment_A2VSLP_2.png",
-        "example_hands.png"]
+        "example_hands.png", "example_uncertainty_A2VSLP.png", "example_uncertainty_A2VSLP_2.png"]
     assert sorted(os.listdir(out.parent)) == ["cache", "results.json", "test_A2V-SLP.pt", "test_A2V-SLP_2.pt"]
 
 
