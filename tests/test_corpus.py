@@ -356,3 +356,64 @@ def test_mediapipe_tracking_is_the_clean_motion_plus_tracker_noise(small, tmp_pa
     assert (again / "train.pt").read_bytes() == (tmp_path / "train.pt").read_bytes()
     with pytest.raises(ValueError, match="tracking"):
         corpus.write_corpus(str(tmp_path / "x"), seed=0, **SMALL, tracking="kinect")
+
+
+# ---------------------------------------------------------------------------------------------
+# --mode fingerspelling
+# ---------------------------------------------------------------------------------------------
+
+from corpus import fingerspelling  # noqa: E402
+
+
+def test_fingerspelling_alphabet_is_26_distinct_two_handed_configurations():
+    letters = fingerspelling.alphabet()
+    assert sorted(letters) == list("abcdefghijklmnopqrstuvwxyz")
+    for (a, x), (b, y) in itertools.combinations(letters.items(), 2):
+        assert x[:2] != y[:2], (a, b)                                       # right hands differ
+        assert sum(u != v for u, v in zip(x, y)) >= 2, (a, b)
+    assert all(x[0] in signing.HANDSHAPES and x[2] in signing.HANDSHAPES for x in letters.values())
+
+
+def test_fingerspelling_letters_are_held_then_change_quickly_in_a_small_space():
+    people = signing.make_signers(6)
+    rng = np.random.default_rng(5)
+    holds, travel_fs = [], []
+    for i in range(12):
+        text, gloss = fingerspelling.make_sentence(rng)
+        assert 1 <= len(text.split()) <= 3 and gloss == text.upper()
+        assert sum(len(w) for w in text.split()) <= fingerspelling.MAX_LETTERS
+        poses, spans = fingerspelling.render_fingerspelling(gloss, people[i % 6], rng, return_spans=True)
+        assert [c for c, _, _ in spans] == [c for c in text if c != " "]          # letter by letter
+        assert poses.shape[1:] == (NUM_JOINTS, 3) and np.isfinite(poses).all()
+        holds += [b - a for _, a, b in spans]
+        gaps = [b[1] - a[2] for a, b in zip(spans, spans[1:])]
+        assert min(gaps) >= 2 and max(gaps) <= 12
+        wrist = poses[spans[0][1]:spans[-1][2], 2]                                # right wrist while spelling
+        travel_fs.append(np.linalg.norm(wrist - wrist.mean(0), axis=1).max())
+    assert 6 <= min(holds) and max(holds) <= 15 and 8 <= np.mean(holds) <= 13
+    assert max(travel_fs) < 0.15                # the hands stay within ~15 cm while spelling
+    # hand shapes change from letter to letter: finger joints relative to the wrist differ
+    poses, spans = fingerspelling.render_fingerspelling("quiz", people[0], np.random.default_rng(1), True)
+    rh = ARTICULATORS["right_hand"]
+    mids = [poses[(a + b) // 2, rh] - poses[(a + b) // 2, rh.start] for _, a, b in spans]
+    assert min(np.abs(x - y).max() for x, y in zip(mids, mids[1:])) > 0.01
+
+
+def test_fingerspelling_corpus_splits_and_command_line(tmp_path):
+    counts = corpus.write_corpus(str(tmp_path / "a"), seed=0, num_train=40, num_dev=5, num_test=5,
+                                 mode="fingerspelling")
+    assert counts == {"train": 40, "dev": 5, "test": 5}
+    data = load(tmp_path / "a")
+    seen = {w for s in data["train"].values() for w in s["gloss"].split()}
+    texts = {s["text"] for s in data["train"].values()}
+    for split in ("dev", "test"):
+        for s in data[split].values():
+            assert s["text"] not in texts and seen.issuperset(s["gloss"].split())
+    proc = subprocess.run([sys.executable, "-m", "corpus", "--out-dir", str(tmp_path / "b"), "--mode",
+                           "fingerspelling", "--num-train", "40", "--num-dev", "5", "--num-test", "5"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for split in SPLITS:
+        assert (tmp_path / "a" / f"{split}.pt").read_bytes() == (tmp_path / "b" / f"{split}.pt").read_bytes()
+    with pytest.raises(ValueError, match="mode"):
+        corpus.write_corpus(str(tmp_path / "c"), mode="finger")
