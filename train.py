@@ -324,14 +324,6 @@ def backtranslation_stage(args, train, dev, device, distributed):
                        label_smoothing=args.bt_label_smoothing)
     step = args.subsample
 
-    class LossForward(torch.nn.Module):      # SignToText.loss as the forward pass, so that DDP sees it
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, poses, mask, texts):
-            return self.inner.loss(poses, mask, texts)
-
     def loss(m, batch):
         poses, mask = batch["poses"][:, ::step], batch["frame_mask"][:, ::step]   # 12.5 fps (§4.2)
         total, stats = m(poses, mask, batch["texts"])
@@ -343,7 +335,7 @@ def backtranslation_stage(args, train, dev, device, distributed):
         log.info("dev back-translation of ground truth (greedy): BLEU-4 %.2f  chrF %.2f",
                  evaluate.bleu(hyps, refs, 4), evaluate.chrf(hyps, refs))
 
-    return {"model": model, "forward_module": LossForward(model), "loss": loss, "report": report,
+    return {"model": model, "loss": loss, "report": report,
             "train": data.SignDataset(train), "dev": data.SignDataset(dev),
             "extra": {"model_args": model.config(), "subsample": step}}
 
@@ -582,8 +574,7 @@ def main(argv=None):
     if master:
         open_log_file(args.out_dir)                    # the run is accepted: log.txt from here on
 
-    net = stage.get("forward_module", model)           # what the loss calls; shares model's weights
-    ddp = DDP(net, device_ids=[device.index] if device.type == "cuda" else None) if distributed else net
+    ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
     sampler = cluster.GlobalBatchSampler(len(stage["train"]), args.batch_size, rank, world, args.seed)
     # its own generator: making an iterator then draws nothing from the global one (the noise streams)
     loader = DataLoader(stage["train"], batch_sampler=sampler, collate_fn=cluster.collate_share,
@@ -643,7 +634,7 @@ def main(argv=None):
         dt = time.time() - t0
         ddp.eval()
         with torch.no_grad():
-            dev_logs, _, _, _ = run_epoch(net, dev_loader, stage["loss"], run, epoch, step)
+            dev_logs, _, _, _ = run_epoch(model, dev_loader, stage["loss"], run, epoch, step)
         val = dev_logs[stage.get("criterion", "loss")]     # a dev criterion whose meaning is fixed
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val)
