@@ -114,7 +114,6 @@ def get_args(argv=None, announce=True):
     v.add_argument("--w-lh", type=float, default=14.0, help="w_LH of Eq. 6 (§4.3: 14)")
     v.add_argument("--w-face", type=float, default=2.0, help="w_F of Eq. 6 (§4.3: 2)")
     v.add_argument("--w-body", type=float, default=1.0, help="w_B of Eq. 6 (§4.3: 1)")
-    v.add_argument("--deterministic-latent", action="store_true", help="decode z = μ instead of a sample (exactness tests)")
     gen = p.add_argument_group("generator (§3.2, §3.3, §4.4)")
     gen.add_argument("--vae", help="trained VAE checkpoint, its frozen encoder gives the targets "
                      "(default: runs/vae/best.pt)")
@@ -131,7 +130,7 @@ def get_args(argv=None, announce=True):
     gen.add_argument("--dropout", type=float, default=0.1, help="dropout (not given in the paper)")
     gen.add_argument("--window", type=int, default=3, help="gloss attention window N (Table 3 best: 3)")
     gen.add_argument("--query", default="none", choices=["none", "mean", "attention"], help="query construction (Table 4)")
-    gen.add_argument("--query-span", "--q", type=int, default=3, help="query aggregation span q (Table 4)")
+    gen.add_argument("--query-span", type=int, default=3, help="query aggregation span q (Table 4)")
     gen.add_argument("--fusion", default="local", choices=["local", "global", "local+global"],
                      help="decoder self-attention: local gloss attention, global (Table 2 baseline) or both")
     gen.add_argument("--max-frames", type=int, help="length normalisation (default: the longest training sequence)")
@@ -220,7 +219,7 @@ def vae_stage(args, train, dev, device, distributed):
 
     def loss(m, batch):
         x, mask = batch["poses"], batch["frame_mask"]                      # (B, T, 178, 3), (B, T)
-        x_hat, mu, logvar = m(x, sample=m.training and not args.deterministic_latent)   # dev: z = μ, as generated
+        x_hat, mu, logvar = m(x, sample=m.training)                      # dev: z = μ, as generated
         total, logs = vae_loss(x_hat, x, mu, logvar, mask, weights, args.beta)   # Eq. (5)
         if not m.training:
             logs.update(selection_error(x_hat, x, mask, weights)[1])
