@@ -38,8 +38,7 @@ PAD, UNK, BOS, EOS = range(4)
 def build_vocab(texts, min_freq=1):
     """itos list: the specials, then the words seen >= min_freq times, most frequent first
     (ties alphabetical, so the same texts always give the same vocabulary)."""
-    if isinstance(texts, str):
-        raise ValueError("build_vocab expects a list of texts, not a single string")
+    assert not isinstance(texts, str), "build_vocab expects a list of texts, not a single string"
     counts = Counter(w for t in texts for w in t.split())
     words = sorted((w for w, c in counts.items() if c >= min_freq and w not in SPECIALS),
                    key=lambda w: (-counts[w], w))

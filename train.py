@@ -200,6 +200,12 @@ def get_args(argv=None, announce=True):
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.save_every < 0:
         p.error(f"--save-every must be >= 0, got {args.save_every}")
+    alpha, decay = (0.0 if v is None else v for v in (args.boost_alpha, args.boost_decay))   # None: the defaults
+    for flag, ok, need in (("--hand-base", all(b > 0 for b in args.hand_base), "two weights > 0"),
+                           ("--s-max", args.s_max >= 1, ">= 1"), ("--boost-alpha", alpha >= 0, ">= 0"),
+                           ("--boost-decay", 0 <= decay < 1, "in [0, 1)")):   # Eq. 7-8 (HandWeightBoost)
+        if not ok:
+            p.error(f"{flag} must be {need}, got {getattr(args, flag[2:].replace('-', '_'))}")
     if args.alignment == "none":   # no alignment: no character under a frame, nothing to guide toward
         args.guide_weight, args.char_embedding = 0.0, False
     args.cache_dir = args.cache_dir or os.path.join(args.out_dir, "cache")
@@ -247,7 +253,7 @@ def vae_stage(args, train, dev, device, distributed):
 def generator_stage(args, train, dev, device, distributed):
     try:
         vae = load_vae(load_checkpoint(args.vae, "vae"), map_location=device)
-    except (DataError, KeyError, TypeError, RuntimeError) as e:
+    except (DataError, KeyError, TypeError, RuntimeError, AssertionError) as e:   # AssertionError: bad model_args
         raise DataError(f"--vae {e}" if isinstance(e, DataError) else f"--vae {args.vae}: not a usable VAE "
                         f"checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     # Text embeddings and latent targets: computed once, by rank 0, and cached on disk.
@@ -274,8 +280,8 @@ def generator_stage(args, train, dev, device, distributed):
     if args.hand_weights == "dynamic":
         kw = {k: v for k, v in (("alpha", args.boost_alpha), ("ema_decay", args.boost_decay)) if v is not None}
         boost = G.HandWeightBoost(base=tuple(args.hand_base), s_max=args.s_max, **kw)
-        if args.phase == 2 and init.get("stage_state") is not None:
-            boost.load_state_dict(init["stage_state"])      # phase 2 continues phase 1's s(t) and EMAs
+        if args.phase == 2:
+            restore(boost, init, "stage_state", f"--init {args.init}")   # phase 2 continues phase 1's s(t) and EMAs
     floor = args.logvar_floor
     fixed = dict(zip(("right_hand", "left_hand", "face"), args.fixed_weights), body=1.0)
 
@@ -308,7 +314,8 @@ def generator_stage(args, train, dev, device, distributed):
         if boost is not None and m.training:
             pair = torch.stack([terms["right_hand"] + terms["left_hand"], terms["body"] + terms["face"]]).detach() / 2
             hand, other = all_reduce_sum(pair, distributed) / (dist.get_world_size() if distributed else 1)  # same s(t)
-            logs["s"] = torch.tensor(float(boost.step(float(hand), float(other))))     # Eq. (8)
+            if math.isfinite(hand + other):   # else the loss is not finite either: the loop stops or skips the step
+                logs["s"] = torch.tensor(float(boost.step(float(hand), float(other))))     # Eq. (8)
         return total, logs, mask.sum()
 
     extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_model_args": {"variant": vae.variant},
@@ -493,6 +500,16 @@ def changed_flags(args, saved):
             if k not in RESUMABLE and norm(k, saved.get(k, defaults.get(k))) != norm(k, v)]
 
 
+def restore(part, ckpt, key, where):
+    """part.load_state_dict(ckpt[key]) when both exist; a damaged entry is one DataError naming `where`."""
+    if part is not None and ckpt.get(key) is not None:
+        try:
+            part.load_state_dict(ckpt[key])
+        except (KeyError, TypeError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise DataError(f"{where}: damaged {key!r}: {type(e).__name__}: {first}") from None
+
+
 def check_out_dir(args, last_path, best_path):
     """The checkpoint to resume from, or None for a fresh run; refuses (before anything is written)
     a run that would overwrite a checkpoint or resume one made with other flags."""
@@ -558,8 +575,7 @@ def main(argv=None):
             raise DataError(f"{last_path}: incompatible with the model built from these flags: "
                             f"{str(e).splitlines()[0]}") from None
         for part, key in ((optimizer, "optimizer"), (scheduler, "scheduler"), (stage.get("state"), "stage_state")):
-            if part is not None and ckpt.get(key) is not None:
-                part.load_state_dict(ckpt[key])
+            restore(part, ckpt, key, last_path)
         start_epoch, step, best, bad_epochs = ckpt["epoch"], ckpt["step"], ckpt["best_val"], ckpt["bad_epochs"]
         val, first_batch = ckpt.get("val"), ckpt.get("batch", 0)        # batch: global batches of the next epoch done
         saved_world = ckpt.get("world_size", 1)
