@@ -38,8 +38,7 @@ PAD, UNK, BOS, EOS = range(4)
 def build_vocab(texts, min_freq=1):
     """itos list: the specials, then the words seen >= min_freq times, most frequent first
     (ties alphabetical, so the same texts always give the same vocabulary)."""
-    if isinstance(texts, str):
-        raise ValueError("build_vocab expects a list of texts, not a single string")
+    assert not isinstance(texts, str), "build_vocab expects a list of texts, not a single string"
     counts = Counter(w for t in texts for w in t.split())
     words = sorted((w for w, c in counts.items() if c >= min_freq and w not in SPECIALS),
                    key=lambda w: (-counts[w], w))
@@ -154,7 +153,7 @@ class SignToText(nn.Module):
                          memory_key_padding_mask=~frame_mask)            # (B, L, D)
         return self.out(h)                                               # (B, L, V)
 
-    def forward(self, poses, frame_mask, tokens, token_mask):
+    def logits(self, poses, frame_mask, tokens, token_mask):
         """Teacher-forced logits (B, L, V) for decoder inputs tokens (B, L) (<bos> first)."""
         self._check(poses, frame_mask)
         return self.decode(self.encode(poses, frame_mask), frame_mask, tokens, token_mask)
@@ -174,15 +173,16 @@ class SignToText(nn.Module):
         device = self.pe.device
         return inp.to(device), tgt.to(device), (tgt != PAD).to(device)
 
-    def loss(self, poses, frame_mask, texts):
-        """Token-level cross-entropy (label smoothing as configured) -> (loss, stats).
+    def forward(self, poses, frame_mask, texts):
+        """Token-level cross-entropy (label smoothing as configured) -> (loss, stats): the training
+        objective is the forward pass, so that DDP sees it.
 
         stats: plain floats {"loss", "nll", "accuracy", "tokens"}; nll and accuracy are per target
         token (words and <eos>) without smoothing.
         """
         assert len(texts) == poses.shape[0], f"got {len(texts)} texts for {poses.shape[0]} pose sequences"
         inp, tgt, mask = self.tokenize(texts)
-        logits = self(poses, frame_mask, inp, mask)                      # (B, L, V)
+        logits = self.logits(poses, frame_mask, inp, mask)               # (B, L, V)
         flat, flat_tgt = logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1)
         loss = F.cross_entropy(flat, flat_tgt, ignore_index=PAD,
                                label_smoothing=self.label_smoothing)

@@ -464,7 +464,7 @@ def generator_name(ckpt_args):
     if ckpt_args.get("window", 3) != 3:
         extra.append(f"N={ckpt_args['window']}")
     if ckpt_args.get("query", "none") != "none":
-        extra.append(f"{ckpt_args['query']} query q={ckpt_args.get('query_span', ckpt_args.get('q'))}")
+        extra.append(f"{ckpt_args['query']} query q={ckpt_args.get('query_span', 3)}")
     if ckpt_args.get("hand_weights", "dynamic") != "dynamic":
         extra.append("fixed hand weights")
     if ckpt_args.get("vae_variant", "base") != "base":

@@ -74,17 +74,6 @@ def lengths_to_mask(lengths, max_len=None):
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]   # (B, T)
 
 
-def _check_mask(name, mask, batch=None):
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D bool tensor (B, length), True at real positions; "
-                         f"got {getattr(mask, 'dtype', type(mask))} "
-                         f"with shape {tuple(getattr(mask, 'shape', ()))}")
-    if batch is not None and mask.shape[0] != batch:
-        raise ValueError(f"{name} has batch size {mask.shape[0]}, expected {batch}")
-    if not bool(mask.any(1).all()):
-        raise ValueError(f"{name} has a row without any True entry (an empty sequence)")
-
-
 # ---------------------------------------------------------------------------------------------
 # Model (§3.2)
 # ---------------------------------------------------------------------------------------------
@@ -205,9 +194,7 @@ class A2VSLP(nn.Module):
         t / (N_b - 1) · max_frames, so a frame knows where it lies within its sentence of N_b frames
         (with absolute PE alone, frames 0..49 cannot tell a 60-frame from a 200-frame sentence).
         """
-        if not bool(self.reference_pose_set):
-            raise RuntimeError("A2VSLP: the reference pose is unset; call "
-                               "set_reference_pose(pose) with the (178, 3) stationary pose")
+        assert bool(self.reference_pose_set), "the reference pose is unset: call set_reference_pose(pose)"
         B, T = frame_mask.shape
         ref = self.query_proj(self.reference_pose.reshape(1, 1, NUM_JOINTS * 3))      # (1, 1, D)
         x = ref + sinusoidal_encoding(T, self.d_model, ref.device, ref.dtype)         # (1, T, D)
@@ -307,13 +294,9 @@ class A2VSLP(nn.Module):
         return mu_hat, logvar_hat
 
     def _check(self, text_emb, text_mask):
-        if text_emb.dim() != 3 or text_emb.shape[-1] != self.text_dim:
-            raise ValueError(f"text_emb must be (B, L, {self.text_dim}), "
-                             f"got {tuple(text_emb.shape)}")
-        _check_mask("text_mask", text_mask, text_emb.shape[0])
-        if text_mask.shape[1] != text_emb.shape[1]:
-            raise ValueError(f"text_mask length {text_mask.shape[1]} != text_emb length "
-                             f"{text_emb.shape[1]}")
+        assert text_emb.dim() == 3 and text_emb.shape[-1] == self.text_dim, f"text_emb must be (B, L, {self.text_dim})"
+        assert text_mask.dtype == torch.bool and text_mask.shape == text_emb.shape[:2], "text_mask must be bool (B, L)"
+        assert bool(text_mask.any(1).all()), "a text_mask row is empty (an empty sequence)"
 
     def forward(self, text_emb, text_mask, frame_mask, layout=None, target_mu=None, return_attention=False):
         """Teacher-forced length: T and frame_mask come from the target sequences.
@@ -369,9 +352,8 @@ class A2VSLP(nn.Module):
                 lengths = self.predict_lengths(self.length_ratio(memory, text_mask))  # (B,)
             else:
                 lengths = torch.as_tensor(lengths, dtype=torch.long, device=memory.device)
-                if lengths.shape != (text_emb.shape[0],) or bool((lengths < 1).any()):
-                    raise ValueError(f"lengths must hold one positive int per sample "
-                                     f"({text_emb.shape[0]}), got {lengths.tolist()}")
+                assert lengths.shape == (text_emb.shape[0],) and bool((lengths >= 1).all()), \
+                    f"lengths must hold one positive int per sample, got {lengths.tolist()}"
             frame_mask = lengths_to_mask(lengths)                                     # (B, T)
             positions, _ = self.align(memory, text_mask, layout, frame_mask)
             mu_hat, logvar_hat = self.decode(memory, text_mask, frame_mask, positions)  # (B, T, 80)
@@ -528,14 +510,8 @@ class HandWeightBoost:
     """
 
     def __init__(self, base=(3.5, 2.5), s_max=4.0, alpha=0.01, ema_decay=0.99, eps=1e-8):
-        if len(base) != 2 or min(base) <= 0:
-            raise ValueError(f"HandWeightBoost: base must be two positive weights (RH, LH), "
-                             f"got {base}")
-        if s_max < 1:
-            raise ValueError(f"HandWeightBoost: s_max must be >= 1, got {s_max}")
-        if alpha < 0 or not 0 <= ema_decay < 1 or eps <= 0:
-            raise ValueError(f"HandWeightBoost: need alpha >= 0, 0 <= ema_decay < 1, eps > 0; "
-                             f"got {alpha}, {ema_decay}, {eps}")
+        assert len(base) == 2 and min(base) > 0 and s_max >= 1, f"base {base} (two weights > 0), s_max {s_max} (>= 1)"
+        assert alpha >= 0 and 0 <= ema_decay < 1 and eps > 0, f"alpha {alpha}, ema_decay {ema_decay}, eps {eps}"
         self.base = (float(base[0]), float(base[1]))
         self.s_max, self.alpha = float(s_max), float(alpha)
         self.ema_decay, self.eps = float(ema_decay), float(eps)
@@ -550,9 +526,7 @@ class HandWeightBoost:
     def step(self, hand_loss, other_loss):
         """Update the EMAs with this step's unweighted losses and return s(t+1)."""
         hand, other = float(hand_loss), float(other_loss)
-        if not (math.isfinite(hand) and math.isfinite(other)) or hand < 0 or other < 0:
-            raise ValueError(f"HandWeightBoost.step: losses must be finite and >= 0, "
-                             f"got {hand}, {other}")
+        assert math.isfinite(hand) and math.isfinite(other) and hand >= 0 and other >= 0, f"losses {hand}, {other}"
         if self.ema_hand is None:
             self.ema_hand, self.ema_other = hand, other
         else:
@@ -569,9 +543,6 @@ class HandWeightBoost:
                 "steps": self.steps}
 
     def load_state_dict(self, state):
-        missing = {"s", "ema_hand", "ema_other", "steps"} - set(state)
-        if missing:
-            raise ValueError(f"HandWeightBoost.load_state_dict: missing keys {sorted(missing)}")
         self.s = float(state["s"])
         self.ema_hand = None if state["ema_hand"] is None else float(state["ema_hand"])
         self.ema_other = None if state["ema_other"] is None else float(state["ema_other"])

@@ -44,15 +44,11 @@ DENSE_MAX_T = 384
 
 def _check(q, k, v, window, key_mask):
     """Argument checks of the public attention functions (the ones a user calls directly)."""
-    if window is not None and (type(window) is not int or window < 1 or window % 2 == 0):
-        raise ValueError(f"window must be a positive odd int (a symmetric window), got {window!r}")
-    if q.dim() != 4 or q.shape != k.shape or v.shape[:3] != k.shape[:3] or q.shape[2] < 1:
-        raise ValueError(f"need q, k (B, H, T, D) and v (B, H, T, Dv) with T >= 1, got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    batch_length = (q.shape[0], q.shape[2])
-    if key_mask is not None and (key_mask.dtype != torch.bool or key_mask.shape != batch_length):
-        raise ValueError(f"key_mask must be a bool (B, T) = {batch_length} tensor, got "
-                         f"{key_mask.dtype} {tuple(key_mask.shape)}")
+    assert window is None or (type(window) is int and window % 2 == 1 and window > 0), f"odd window, got {window!r}"
+    assert q.dim() == 4 and q.shape == k.shape and v.shape[:3] == k.shape[:3] and q.shape[2] >= 1, \
+        f"need q, k (B, H, T, D), v (B, H, T, Dv); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+    assert key_mask is None or (key_mask.dtype == torch.bool and key_mask.shape == (q.shape[0], q.shape[2])), \
+        f"key_mask must be a bool (B, T) tensor, got {key_mask.dtype} {tuple(key_mask.shape)}"
 
 
 def band_mask(length, window, device=None):
@@ -101,8 +97,7 @@ def banded_attention(q, k, v, window, key_mask=None, *, block=None):
         if length <= max(DENSE_MAX_T, 4 * window):
             return dense_banded_attention(q, k, v, window, key_mask)
         block = block_size(window, length)
-    elif type(block) is not int or block < 1:
-        raise ValueError(f"block must be a positive int or None, got {block!r}")
+    assert type(block) is int and block >= 1, f"block must be a positive int or None, got {block!r}"
     return _blocked_banded_attention(q, k, v, window, key_mask, block)
 
 

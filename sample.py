@@ -33,10 +33,10 @@ def load_generator(path, device="cpu"):
     """(A2VSLP, DisentangledVAE, checkpoint dict) rebuilt from a `--stage generator` checkpoint."""
     ckpt = load_checkpoint(path, "generator")
     try:
-        model = A2VSLP(**{"query_span" if k == "q" else k: v for k, v in ckpt["model_args"].items()})  # q: older
+        model = A2VSLP(**ckpt["model_args"])
         model.load_state_dict(ckpt["model"])
         vae = load_vae(ckpt, map_location=device)
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, RuntimeError, AssertionError) as e:   # AssertionError: the models refuse model_args
         raise DataError(f"{path}: damaged generator checkpoint: {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
     return model.eval().to(device), vae, ckpt

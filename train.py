@@ -114,7 +114,6 @@ def get_args(argv=None, announce=True):
     v.add_argument("--w-lh", type=float, default=14.0, help="w_LH of Eq. 6 (§4.3: 14)")
     v.add_argument("--w-face", type=float, default=2.0, help="w_F of Eq. 6 (§4.3: 2)")
     v.add_argument("--w-body", type=float, default=1.0, help="w_B of Eq. 6 (§4.3: 1)")
-    v.add_argument("--deterministic-latent", action="store_true", help="decode z = μ instead of a sample (exactness tests)")
     gen = p.add_argument_group("generator (§3.2, §3.3, §4.4)")
     gen.add_argument("--vae", help="trained VAE checkpoint, its frozen encoder gives the targets "
                      "(default: runs/vae/best.pt)")
@@ -131,7 +130,7 @@ def get_args(argv=None, announce=True):
     gen.add_argument("--dropout", type=float, default=0.1, help="dropout (not given in the paper)")
     gen.add_argument("--window", type=int, default=3, help="gloss attention window N (Table 3 best: 3)")
     gen.add_argument("--query", default="none", choices=["none", "mean", "attention"], help="query construction (Table 4)")
-    gen.add_argument("--query-span", "--q", type=int, default=3, help="query aggregation span q (Table 4)")
+    gen.add_argument("--query-span", type=int, default=3, help="query aggregation span q (Table 4)")
     gen.add_argument("--fusion", default="local", choices=["local", "global", "local+global"],
                      help="decoder self-attention: local gloss attention, global (Table 2 baseline) or both")
     gen.add_argument("--max-frames", type=int, help="length normalisation (default: the longest training sequence)")
@@ -201,6 +200,12 @@ def get_args(argv=None, announce=True):
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.save_every < 0:
         p.error(f"--save-every must be >= 0, got {args.save_every}")
+    alpha, decay = (0.0 if v is None else v for v in (args.boost_alpha, args.boost_decay))   # None: the defaults
+    for flag, ok, need in (("--hand-base", all(b > 0 for b in args.hand_base), "two weights > 0"),
+                           ("--s-max", args.s_max >= 1, ">= 1"), ("--boost-alpha", alpha >= 0, ">= 0"),
+                           ("--boost-decay", 0 <= decay < 1, "in [0, 1)")):   # Eq. 7-8 (HandWeightBoost)
+        if not ok:
+            p.error(f"{flag} must be {need}, got {getattr(args, flag[2:].replace('-', '_'))}")
     if args.alignment == "none":   # no alignment: no character under a frame, nothing to guide toward
         args.guide_weight, args.char_embedding = 0.0, False
     args.cache_dir = args.cache_dir or os.path.join(args.out_dir, "cache")
@@ -220,7 +225,7 @@ def vae_stage(args, train, dev, device, distributed):
 
     def loss(m, batch):
         x, mask = batch["poses"], batch["frame_mask"]                      # (B, T, 178, 3), (B, T)
-        x_hat, mu, logvar = m(x, sample=m.training and not args.deterministic_latent)   # dev: z = μ, as generated
+        x_hat, mu, logvar = m(x, sample=m.training)                      # dev: z = μ, as generated
         total, logs = vae_loss(x_hat, x, mu, logvar, mask, weights, args.beta)   # Eq. (5)
         if not m.training:
             logs.update(selection_error(x_hat, x, mask, weights)[1])
@@ -248,7 +253,7 @@ def vae_stage(args, train, dev, device, distributed):
 def generator_stage(args, train, dev, device, distributed):
     try:
         vae = load_vae(load_checkpoint(args.vae, "vae"), map_location=device)
-    except (DataError, KeyError, TypeError, RuntimeError) as e:
+    except (DataError, KeyError, TypeError, RuntimeError, AssertionError) as e:   # AssertionError: bad model_args
         raise DataError(f"--vae {e}" if isinstance(e, DataError) else f"--vae {args.vae}: not a usable VAE "
                         f"checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     # Text embeddings and latent targets: computed once, by rank 0, and cached on disk.
@@ -275,8 +280,8 @@ def generator_stage(args, train, dev, device, distributed):
     if args.hand_weights == "dynamic":
         kw = {k: v for k, v in (("alpha", args.boost_alpha), ("ema_decay", args.boost_decay)) if v is not None}
         boost = G.HandWeightBoost(base=tuple(args.hand_base), s_max=args.s_max, **kw)
-        if args.phase == 2 and init.get("stage_state") is not None:
-            boost.load_state_dict(init["stage_state"])      # phase 2 continues phase 1's s(t) and EMAs
+        if args.phase == 2:
+            restore(boost, init, "stage_state", f"--init {args.init}")   # phase 2 continues phase 1's s(t) and EMAs
     floor = args.logvar_floor
     fixed = dict(zip(("right_hand", "left_hand", "face"), args.fixed_weights), body=1.0)
 
@@ -309,7 +314,8 @@ def generator_stage(args, train, dev, device, distributed):
         if boost is not None and m.training:
             pair = torch.stack([terms["right_hand"] + terms["left_hand"], terms["body"] + terms["face"]]).detach() / 2
             hand, other = all_reduce_sum(pair, distributed) / (dist.get_world_size() if distributed else 1)  # same s(t)
-            logs["s"] = torch.tensor(float(boost.step(float(hand), float(other))))     # Eq. (8)
+            if math.isfinite(hand + other):   # else the loss is not finite either: the loop stops or skips the step
+                logs["s"] = torch.tensor(float(boost.step(float(hand), float(other))))     # Eq. (8)
         return total, logs, mask.sum()
 
     extra = {"model_args": model_args, "vae": vae.state_dict(), "vae_model_args": {"variant": vae.variant},
@@ -324,14 +330,6 @@ def backtranslation_stage(args, train, dev, device, distributed):
                        label_smoothing=args.bt_label_smoothing)
     step = args.subsample
 
-    class LossForward(torch.nn.Module):      # SignToText.loss as the forward pass, so that DDP sees it
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, poses, mask, texts):
-            return self.inner.loss(poses, mask, texts)
-
     def loss(m, batch):
         poses, mask = batch["poses"][:, ::step], batch["frame_mask"][:, ::step]   # 12.5 fps (§4.2)
         total, stats = m(poses, mask, batch["texts"])
@@ -343,7 +341,7 @@ def backtranslation_stage(args, train, dev, device, distributed):
         log.info("dev back-translation of ground truth (greedy): BLEU-4 %.2f  chrF %.2f",
                  evaluate.bleu(hyps, refs, 4), evaluate.chrf(hyps, refs))
 
-    return {"model": model, "forward_module": LossForward(model), "loss": loss, "report": report,
+    return {"model": model, "loss": loss, "report": report,
             "train": data.SignDataset(train), "dev": data.SignDataset(dev),
             "extra": {"model_args": model.config(), "subsample": step}}
 
@@ -502,6 +500,16 @@ def changed_flags(args, saved):
             if k not in RESUMABLE and norm(k, saved.get(k, defaults.get(k))) != norm(k, v)]
 
 
+def restore(part, ckpt, key, where):
+    """part.load_state_dict(ckpt[key]) when both exist; a damaged entry is one DataError naming `where`."""
+    if part is not None and ckpt.get(key) is not None:
+        try:
+            part.load_state_dict(ckpt[key])
+        except (KeyError, TypeError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise DataError(f"{where}: damaged {key!r}: {type(e).__name__}: {first}") from None
+
+
 def check_out_dir(args, last_path, best_path):
     """The checkpoint to resume from, or None for a fresh run; refuses (before anything is written)
     a run that would overwrite a checkpoint or resume one made with other flags."""
@@ -567,8 +575,7 @@ def main(argv=None):
             raise DataError(f"{last_path}: incompatible with the model built from these flags: "
                             f"{str(e).splitlines()[0]}") from None
         for part, key in ((optimizer, "optimizer"), (scheduler, "scheduler"), (stage.get("state"), "stage_state")):
-            if part is not None and ckpt.get(key) is not None:
-                part.load_state_dict(ckpt[key])
+            restore(part, ckpt, key, last_path)
         start_epoch, step, best, bad_epochs = ckpt["epoch"], ckpt["step"], ckpt["best_val"], ckpt["bad_epochs"]
         val, first_batch = ckpt.get("val"), ckpt.get("batch", 0)        # batch: global batches of the next epoch done
         saved_world = ckpt.get("world_size", 1)
@@ -582,8 +589,7 @@ def main(argv=None):
     if master:
         open_log_file(args.out_dir)                    # the run is accepted: log.txt from here on
 
-    net = stage.get("forward_module", model)           # what the loss calls; shares model's weights
-    ddp = DDP(net, device_ids=[device.index] if device.type == "cuda" else None) if distributed else net
+    ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
     sampler = cluster.GlobalBatchSampler(len(stage["train"]), args.batch_size, rank, world, args.seed)
     # its own generator: making an iterator then draws nothing from the global one (the noise streams)
     loader = DataLoader(stage["train"], batch_sampler=sampler, collate_fn=cluster.collate_share,
@@ -643,7 +649,7 @@ def main(argv=None):
         dt = time.time() - t0
         ddp.eval()
         with torch.no_grad():
-            dev_logs, _, _, _ = run_epoch(net, dev_loader, stage["loss"], run, epoch, step)
+            dev_logs, _, _, _ = run_epoch(model, dev_loader, stage["loss"], run, epoch, step)
         val = dev_logs[stage.get("criterion", "loss")]     # a dev criterion whose meaning is fixed
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val)

@@ -94,8 +94,7 @@ class DisentangledVAE(nn.Module):
 
     def __init__(self, variant="base"):
         super().__init__()
-        if variant not in HIDDEN_SIZES:
-            raise ValueError(f"--vae-variant {variant!r}: choose one of {sorted(HIDDEN_SIZES)}")
+        assert variant in HIDDEN_SIZES, f"variant {variant!r}: choose one of {sorted(HIDDEN_SIZES)}"
         self.variant = variant
         hidden = HIDDEN_SIZES[variant]
         if variant == "entangled":

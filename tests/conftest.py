@@ -42,6 +42,10 @@ def write_random_release(folder, sizes=(("train", 8), ("dev", 4)), seed=0, frame
     return str(folder)
 
 
+# train.py with the VAE decoding z = μ in training too: one and two processes then differ by rounding only
+MEAN_LATENT_TRAIN = os.path.join("tests", "train_mean_latent.py")
+
+
 def run(args, env=None, timeout=300):
     """Run a command from the repository root; returns the CompletedProcess (never raises)."""
     full_env = {**os.environ, **(env or {})}

@@ -15,15 +15,15 @@ import torch
 
 import cluster
 import data
-from conftest import ROOT, load, run, torchrun, write_random_release
+from conftest import MEAN_LATENT_TRAIN, ROOT, load, run, torchrun, write_random_release
 
 PY = sys.executable
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
 ENV = {**{k: v for k, v in os.environ.items() if k != "RANK"}, "OMP_NUM_THREADS": "1"}
 
 
-def vae_args(d, out, *extra):
-    return ["train.py", "--stage", "vae", "--data-dir", str(d), "--out-dir", str(out), "--batch-size", "4", *extra]
+def vae_args(d, out, *extra, script="train.py"):
+    return [script, "--stage", "vae", "--data-dir", str(d), "--out-dir", str(out), "--batch-size", "4", *extra]
 
 
 def ok(proc):
@@ -126,8 +126,8 @@ def straight(tmp_path_factory):
     ranks one of them runs a stand-in), z = μ so that one and two processes differ by rounding only."""
     root = tmp_path_factory.mktemp("world")
     d = write_random_release(root / "data", sizes=(("train", 33), ("dev", 2)))
-    common = ("--epochs", "3", "--deterministic-latent", "--lr", "1e-3")
-    ok(run([PY, *vae_args(d, root / "straight", *common)], env={"OMP_NUM_THREADS": "1"}, timeout=120))
+    common = ("--epochs", "3", "--lr", "1e-3")
+    ok(run([PY, *vae_args(d, root / "straight", *common, script=MEAN_LATENT_TRAIN)], env={"OMP_NUM_THREADS": "1"}, timeout=120))
     return d, common, load(root / "straight" / "last.pt")
 
 
@@ -146,14 +146,14 @@ def test_two_ranks_preempted_through_torchrun_resume_on_one(straight, tmp_path):
     the current step; the run then continues in one process and ends where the uninterrupted one did."""
     d, common, reference = straight
     out = tmp_path / "run"
-    proc = start([TORCHRUN, "--standalone", "--nproc_per_node=2", *vae_args(d, out, *common, "--save-every", "3")])
+    proc = start([TORCHRUN, "--standalone", "--nproc_per_node=2", *vae_args(d, out, *common, "--save-every", "3", script=MEAN_LATENT_TRAIN)])
     wait_for(lambda: (out / "last.pt").exists(), proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert "preempted (SIGTERM): stopped after step" in err, err[-3000:]
     ckpt = load(out / "last.pt")
     assert ckpt["world_size"] == 2 and ckpt["step"] < 27, (ckpt["epoch"], ckpt["batch"])
-    resumed = ok(run([PY, *vae_args(d, out, *common)], env={"OMP_NUM_THREADS": "1"}, timeout=120))
+    resumed = ok(run([PY, *vae_args(d, out, *common, script=MEAN_LATENT_TRAIN)], env={"OMP_NUM_THREADS": "1"}, timeout=120))
     assert "(saved under world size 2, now 1" in resumed.stdout
     assert_close_to(reference, load(out / "last.pt"))
 
@@ -164,14 +164,14 @@ def test_one_process_killed_after_a_mid_epoch_save_resumes_on_two_ranks(straight
     uninterrupted one-process run did."""
     d, common, reference = straight
     out = tmp_path / "run"
-    proc = start([PY, *vae_args(d, out, *common, "--save-every", "2")])
+    proc = start([PY, *vae_args(d, out, *common, "--save-every", "2", script=MEAN_LATENT_TRAIN)])
     wait_for(lambda: (out / "last.pt").exists(), proc)
     proc.kill()
     proc.communicate(timeout=60)
     ckpt = load(out / "last.pt")
     assert ckpt["step"] % 2 == 0 or ckpt["batch"] == 0, (ckpt["step"], ckpt["batch"])
     assert (out / cluster.LOCK_NAME).exists()
-    resumed = ok(torchrun(2, vae_args(d, out, *common), env={"OMP_NUM_THREADS": "1"}, timeout=120))
+    resumed = ok(torchrun(2, vae_args(d, out, *common, script=MEAN_LATENT_TRAIN), env={"OMP_NUM_THREADS": "1"}, timeout=120))
     assert "has ended; taking it over" in resumed.stdout
     assert f"at epoch {ckpt['epoch']}, batch {ckpt['batch']}, step {ckpt['step']} (saved under world size 1, now 2" \
         in resumed.stdout

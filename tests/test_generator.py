@@ -239,11 +239,29 @@ def test_hand_weight_boost_state_dict_resumes_exactly(tmp_path):
     assert a.state_dict() == b.state_dict()
 
 
-def test_hand_weight_boost_rejects_bad_values():
-    with pytest.raises(ValueError, match="s_max"):
+def test_hand_weight_boost_rejects_bad_values(capsys):
+    """Values from the command line are refused by train.py's argparse, naming the flag; the class
+    itself asserts, and a damaged state in a checkpoint is one error naming the file."""
+    import train
+    from data import DataError
+    argv = ["--stage", "generator", "--vae", ".", "--data-dir", ".", "--out-dir", "."]
+    for flag, value in (("--hand-base", "0 2.5"), ("--hand-base", "3.5 nan"), ("--s-max", "0.5"),
+                        ("--boost-alpha", "-0.1"), ("--boost-decay", "1"), ("--boost-decay", "-0.5")):
+        with pytest.raises(SystemExit) as e:
+            train.get_args(argv + [flag, *value.split()], announce=False)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 2 and f"error: {flag} must be" in err, err
+    args = train.get_args(argv + ["--s-max", "1", "--boost-alpha", "0", "--boost-decay", "0"], announce=False)
+    G.HandWeightBoost(base=tuple(args.hand_base), s_max=args.s_max, alpha=args.boost_alpha, ema_decay=args.boost_decay)
+    with pytest.raises(AssertionError, match="s_max"):
         G.HandWeightBoost(s_max=0.5)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(AssertionError, match="ema_decay"):
+        G.HandWeightBoost(ema_decay=1.0)
+    with pytest.raises(AssertionError, match="nan"):
         G.HandWeightBoost().step(float("nan"), 1.0)
+    state = {k: v for k, v in G.HandWeightBoost().state_dict().items() if k != "s"}
+    with pytest.raises(DataError, match=r"^--init g\.pt: damaged 'stage_state': KeyError: 's'$"):
+        train.restore(G.HandWeightBoost(), {"stage_state": state}, "stage_state", "--init g.pt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +326,7 @@ def test_forward_shapes_and_input_errors():
         model(text, tmask, torch.zeros(2, 6, dtype=torch.bool))
     unset = G.A2VSLP(12, d_model=32, enc_layers=1, dec_layers=1, dec_heads=4, ff=64, alignment="none",
                      char_embedding=False)
-    with pytest.raises(RuntimeError, match="reference pose"):
+    with pytest.raises(AssertionError, match="reference pose"):
         unset(text, tmask, fmask)
     with pytest.raises(AssertionError, match="178x3"):
         unset.set_reference_pose(torch.zeros(50, 3))
@@ -383,7 +401,7 @@ def test_generate():
     # Given lengths override the prediction.
     given = model.generate(text, tmask, decode, sample=False, lengths=[2, 9, 5])
     assert [len(p) for p in given] == [2, 9, 5]
-    with pytest.raises(ValueError, match="lengths"):
+    with pytest.raises(AssertionError, match="lengths"):
         model.generate(text, tmask, decode, lengths=[2, 0, 5])
 
 

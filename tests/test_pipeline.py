@@ -231,18 +231,6 @@ def test_evaluate_without_flags_scores_the_runs_of_the_flag_free_stages(pipeline
     assert flag_free == named
 
 
-def test_a_generator_checkpoint_that_names_the_query_span_q_still_loads(pipeline, tmp_path):
-    """Checkpoints written before the rename q -> query_span rebuild the same model."""
-    import sample
-    root, _ = pipeline
-    ckpt = load(root / "gen1" / "best.pt")
-    ckpt["model_args"]["q"] = ckpt["model_args"].pop("query_span")
-    torch.save(ckpt, tmp_path / "old.pt")
-    old, new = (sample.load_generator(str(p))[0] for p in (tmp_path / "old.pt", root / "gen1" / "best.pt"))
-    assert old.config == new.config and old.config["query_span"] == 3
-    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
-
-
 def test_evaluate_samples_report_pose_export_and_sigma_picture(pipeline, tmp_path):
     """--samples 3: the mean's and each sample's DTW-MJE (recomputed here from generate_poses and
     generate_samples) beside a positive spread; --format pose: one .pose per sentence holding the

@@ -5,13 +5,13 @@ import sys
 import pytest
 import torch
 
-from conftest import load, run, torchrun, write_random_release
+from conftest import MEAN_LATENT_TRAIN, load, run, torchrun, write_random_release
 
 PY = sys.executable
 
 
-def vae_args(data_dir, out_dir, *extra):
-    return ["train.py", "--stage", "vae", "--data-dir", data_dir, "--out-dir", out_dir, *extra]
+def vae_args(data_dir, out_dir, *extra, script="train.py"):
+    return [script, "--stage", "vae", "--data-dir", data_dir, "--out-dir", out_dir, *extra]
 
 
 def assert_ok(proc):
@@ -26,9 +26,9 @@ def test_two_processes_take_the_same_step_as_one(tmp_path):
     # An odd number of frames: the L1 gradient of an output bias is a sum of ±1 signs that can cancel
     # to exactly 0 on an even count, and Adam's first step turns rounding noise there into ±lr.
     d = write_random_release(tmp_path / "data", lengths={"train": [3, 4, 5, 7], "dev": [4, 6]})
-    common = ["--epochs", "3", "--batch-size", "4", "--deterministic-latent", "--lr", "1e-3"]
-    assert_ok(run([PY, *vae_args(d, str(tmp_path / "one"), *common)]))
-    assert_ok(torchrun(2, vae_args(d, str(tmp_path / "two"), *common)))
+    common = ["--epochs", "3", "--batch-size", "4", "--lr", "1e-3"]
+    assert_ok(run([PY, *vae_args(d, str(tmp_path / "one"), *common, script=MEAN_LATENT_TRAIN)]))
+    assert_ok(torchrun(2, vae_args(d, str(tmp_path / "two"), *common, script=MEAN_LATENT_TRAIN)))
     one, two = load(tmp_path / "one" / "last.pt"), load(tmp_path / "two" / "last.pt")
     assert one["step"] == two["step"] == 3 and two["world_size"] == 2
     from vae import DisentangledVAE
