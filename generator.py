@@ -261,7 +261,9 @@ class A2VSLP(nn.Module):
             d = torch.exp(log_d).masked_fill(~unit_mask, 0.0)                           # (B, U)
             return d * (frames / d.sum(1).clamp_min(1e-6))[:, None], intervals, losses
         anchors = self.anchor_head(feats)                                               # (B, U, 80)
-        cost = ((target_mu[:, :, None] - anchors[:, None]) ** 2).mean(-1)               # (B, T, U)
+        # mean squared distance of every target frame to every anchor, ‖x‖² + ‖a‖² − 2 x·a   # (B, T, U)
+        cost = ((target_mu ** 2).sum(-1)[..., None] + (anchors ** 2).sum(-1)[:, None]
+                - 2 * target_mu @ anchors.transpose(1, 2)).clamp_min(0.0) / anchors.shape[-1]
         d = monotonic_alignment(cost.detach() + alignment_prior_cost(frame_mask, unit_mask),
                                 frame_mask, unit_mask)                                  # (B, U)
         unit_of_frame = torch.searchsorted(d.cumsum(1), torch.arange(cost.shape[1], device=d.device,

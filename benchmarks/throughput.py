@@ -8,7 +8,8 @@ tokens, 384-d text embeddings as from the offline encoder):
 - VAE stage: frames/s of a training step (forward, Eq. 5 loss, backward, Adam) and of encoding;
 - generator: sentences/s and frames/s of a training step (Eq. 3 loss) and of inference
   (generate: one decoder pass + VAE decoding), with gloss attention (N = 3) and with global
-  self-attention (the Table 2 baseline) side by side in one run.
+  self-attention (the Table 2 baseline), with the default alignment (monotonic alignment search,
+  guided attention) and without it (the paper's decoder), side by side in one run.
 Each number is the median of --repeats timed runs after one warm-up.
 """
 import argparse
@@ -58,10 +59,22 @@ def vae_rows(args):
             ("VAE encode", "-", frames / median_time(encode, args.repeats), None)]
 
 
-def generator_rows(args, fusion):
+def text_layout(B, tokens, chars_per_token=5):
+    """A layout like data.text_layout's: [CLS], tokens of 5 characters, [SEP]."""
+    ends = torch.arange(tokens - 1).float().clamp(max=tokens - 2) * chars_per_token   # (tokens - 1,)
+    spans = torch.stack([torch.cat([ends[:1], ends[:-1]]), ends], -1)                 # (tokens - 1, 2)
+    spans = torch.cat([spans, spans[-1:, 1:].repeat(1, 2)])                           # (tokens, 2)
+    units = (tokens - 2) * chars_per_token + 2
+    chars = torch.randint(1, 28, (B, units))
+    chars[:, 0] = chars[:, -1] = 0
+    return spans.expand(B, -1, -1), chars
+
+
+def generator_rows(args, fusion, alignment="mas"):
     torch.manual_seed(0)
     model = G.A2VSLP(text_dim=384, d_model=args.d_model, ff=2 * args.d_model, fusion=fusion,
-                     max_frames=args.frames, dropout=0.1)
+                     max_frames=args.frames, dropout=0.1, alignment=alignment,
+                     char_embedding=alignment != "none")
     model.set_reference_pose(torch.randn(178, 3))
     vae = V.DisentangledVAE("base").eval()
     opt = torch.optim.Adam(model.parameters(), lr=2e-4, weight_decay=1e-4)
@@ -71,19 +84,25 @@ def generator_rows(args, fusion):
     frame_mask = torch.ones(B, T, dtype=torch.bool)
     mu, logvar = torch.randn(B, T, 80), torch.randn(B, T, 80)
     weights = {"body": 1.0, "right_hand": 14.0, "left_hand": 10.0, "face": 2.0}
+    layout = text_layout(B, args.tokens) if alignment != "none" else None
 
-    def train_step():
+    def train_step():   # the generator stage's loss: Eq. 3, and with an alignment its own terms
         model.train()
-        out = model(text, text_mask, frame_mask)
+        out = model(text, text_mask, frame_mask, layout, target_mu=mu, return_attention=layout is not None)
         loss, _ = G.latent_l1_loss(out["mu"], out["logvar"], mu, logvar, frame_mask, weights)
+        if layout is not None:
+            p, prior = out["positions"]
+            loss = loss + out["anchor"] + out["duration"] + G.guided_attention_loss(
+                out["attention"], prior, p, text_mask, frame_mask, 0.1)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
     def infer():
-        model.generate(text, text_mask, vae.decode, lengths=torch.full((B,), T))
+        model.generate(text, text_mask, vae.decode, lengths=torch.full((B,), T), layout=layout)
 
-    name = "gloss attention N=3" if fusion == "local" else "global self-attention"
+    name = ("gloss attention N=3" if fusion == "local" else "global self-attention") + \
+        (", alignment" if alignment != "none" else ", no alignment")
     t_train, t_inf = median_time(train_step, args.repeats), median_time(infer, args.repeats)
     return [(f"generator train step, {name}", B / t_train, B * T / t_train, t_train),
             (f"generator inference, {name}", B / t_inf, B * T / t_inf, t_inf)]
@@ -102,7 +121,8 @@ def main():
         args.repeats = 2
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch} x "
           f"{args.frames} frames, {args.tokens} tokens, generator d_model {args.d_model}")
-    rows = vae_rows(args) + generator_rows(args, "local") + generator_rows(args, "global")
+    rows = vae_rows(args) + generator_rows(args, "local") + generator_rows(args, "local", "none") \
+        + generator_rows(args, "global")
     print(f"| {'what':44s} | {'sentences/s':>11s} | {'frames/s':>10s} |")
     print(f"|{'-' * 46}|{'-' * 13}|{'-' * 12}|")
     for name, sents, frames, _ in rows:
