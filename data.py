@@ -496,7 +496,11 @@ def text_layout(texts, bert=OFFLINE_BERT, max_tokens=MAX_TOKENS):
     tokenizer, _ = load_text_encoder(bert, with_model=False)
     out = {}
     for text in sorted(set(texts)):
-        enc = tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
+        try:
+            enc = tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True)
+        except NotImplementedError:     # only "fast" (Rust) tokenizers report character offsets
+            raise DataError(f"--bert {bert}: its tokenizer gives no character offsets, which the generator's "
+                            f"alignment needs; use a fast tokenizer or --alignment none") from None
         spans, chars, end = [], [], 0
         for a, b in enc["offset_mapping"]:
             width = max(b - end, 0) if b > a else 0                  # special tokens: (0, 0)
