@@ -250,7 +250,7 @@ class A2VSLP(nn.Module):
         units, intervals = self.text_units(spans, text_mask)
         n_units = units.sum(1)                                                          # (B,)
         U = int(n_units.max().round())
-        unit_mask = torch.arange(U, device=units.device)[None] < n_units[:, None]        # (B, U)
+        unit_mask = lengths_to_mask(n_units.round().long(), U)                          # (B, U)
         frames = frame_mask.sum(1).to(units.dtype)                                      # (B,)
         losses = {}
         if self.alignment != "mas":
