@@ -33,26 +33,38 @@ import time
 METRICS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE", "WER", "TotDist", "Dur")   # evaluate.COLUMNS
 ARROWS = {"DTW": "↓", "WER": "↓", "TotDist": "→1", "Dur": "→1"}   # evaluate.ARROWS; the others: ↑
 PAPER_METRICS = ("B1", "B2", "B3", "B4", "chrF", "ROUGE")          # the columns of the paper's tables
-FIXED = ["--hand-weights", "fixed", "--fixed-weights", "14", "10", "2"]   # §4.4.2: all attention ablations
-LOCAL = ["--fusion", "local", "--window", "3", "--query", "none"]
+# Variants are GeneratorConfig field values (generator.py); flags() turns them into train.py's flags
+# by the configs' naming rule, so this script needs the standard library only (harness.to_flags does
+# the same from the dataclass, and the tests check that both agree).
+FIXED = dict(hand_weights="fixed", fixed_weights=(14.0, 10.0, 2.0))   # §4.4.2: all attention ablations
+LOCAL = dict(fusion="local", window=3, query="none")
 
 
 def dynamic(rh, lh, s_max):
-    return LOCAL + ["--hand-weights", "dynamic", "--hand-base", str(rh), str(lh), "--s-max", str(s_max)]
+    return dict(LOCAL, hand_weights="dynamic", hand_base=(rh, lh), s_max=s_max)
 
 
-# Phase-1 generator variants: (VAE layout, train.py flags). Rows shared by several tables (the
-# disentangled global-attention model of Tables 1 and 2, the N = 3 local model of Tables 2-4) are
-# trained once.
+def flags(fields):
+    """train.py's flags for GeneratorConfig fields: {"window": 5} -> ["--window", "5"]."""
+    out = []
+    for name, v in fields.items():
+        flag = "--" + name.replace("_", "-")
+        out += [flag if v else "--no-" + flag[2:]] if isinstance(v, bool) else \
+            [flag, *map(str, v if isinstance(v, tuple) else (v,))]
+    return out
+
+
+# Phase-1 generator variants: (VAE layout, GeneratorConfig fields). Rows shared by several tables
+# (the disentangled global-attention model of Tables 1 and 2, the N = 3 local model of Tables 2-4)
+# are trained once.
 VARIANTS = {
-    "entangled-global": ("entangled", FIXED + ["--fusion", "global"]),
-    "global": ("base", FIXED + ["--fusion", "global"]),
-    **{f"local-N{n}": ("base", FIXED + ["--fusion", "local", "--window", str(n), "--query", "none"])
-       for n in (3, 5, 7, 9, 11)},
-    "attention-q3": ("base", FIXED + ["--fusion", "local", "--window", "3", "--query", "attention", "--query-span", "3"]),
-    "mean-q3": ("base", FIXED + ["--fusion", "local", "--window", "3", "--query", "mean", "--query-span", "3"]),
-    "mean-q5": ("base", FIXED + ["--fusion", "local", "--window", "3", "--query", "mean", "--query-span", "5"]),
-    "local+global": ("base", FIXED + ["--fusion", "local+global", "--window", "3", "--query", "none"]),
+    "entangled-global": ("entangled", dict(FIXED, fusion="global")),
+    "global": ("base", dict(FIXED, fusion="global")),
+    **{f"local-N{n}": ("base", dict(FIXED, **LOCAL) | dict(window=n)) for n in (3, 5, 7, 9, 11)},
+    "attention-q3": ("base", dict(FIXED, **LOCAL) | dict(query="attention", query_span=3)),
+    "mean-q3": ("base", dict(FIXED, **LOCAL) | dict(query="mean", query_span=3)),
+    "mean-q5": ("base", dict(FIXED, **LOCAL) | dict(query="mean", query_span=5)),
+    "local+global": ("base", dict(FIXED, **LOCAL) | dict(fusion="local+global")),
     "dyn-1.4-1.0-x10": ("base", dynamic(1.4, 1.0, 10)),
     "dyn-3.5-2.5-x4": ("base", dynamic(3.5, 2.5, 4)),
     "dyn-3.5-2.5-x6": ("base", dynamic(3.5, 2.5, 6)),
@@ -62,9 +74,9 @@ VARIANTS = {
     "dyn-3.0-3.0-x4": ("base", dynamic(3.0, 3.0, 4)),
     "dyn-2.5-3.5-x4": ("base", dynamic(2.5, 3.5, 4)),
 }
-# Phase-2 variants (Table 6): (phase-1 variant they continue, extra flags).
-PHASE2 = {"phase2-no-kl": ("dyn-3.5-2.5-x4", ["--kl-weight", "0"]),
-          "phase2-kl": ("dyn-3.5-2.5-x4", [])}
+# Phase-2 variants (Table 6): (phase-1 variant they continue, more fields).
+PHASE2 = {"phase2-no-kl": ("dyn-3.5-2.5-x4", dict(kl_weight=0.0)),
+          "phase2-kl": ("dyn-3.5-2.5-x4", {})}
 
 # The paper's dev-set numbers (PAPER_METRICS; None where a table leaves a column out).
 GT_DEV = (30.92, 21.34, 16.01, 12.74, 34.71, 30.19)
@@ -211,14 +223,15 @@ def plan(args):
 
     for seed in range(args.seeds):
         for v in sorted(phase1):
-            layout, flags = VARIANTS[v]
-            add_generator(f"{v}-s{seed}", seed, layout, gen_epochs, lr, ["--phase", "1"] + flags, [f"vae-{layout}"])
+            layout, fields = VARIANTS[v]
+            add_generator(f"{v}-s{seed}", seed, layout, gen_epochs, lr, ["--phase", "1"] + flags(fields),
+                          [f"vae-{layout}"])
         for v in sorted(variants & set(PHASE2)):
-            base, flags = PHASE2[v]
-            layout, base_flags = VARIANTS[base]
+            base, more = PHASE2[v]
+            layout, fields = VARIANTS[base]
             init = os.path.join(run(f"{base}-s{seed}"), "best.pt")
             add_generator(f"{v}-s{seed}", seed, layout, p2_epochs, s["phase2_lr"],
-                          ["--phase", "2", "--init", init] + base_flags + flags, [f"{base}-s{seed}"])
+                          ["--phase", "2", "--init", init] + flags(fields | more), [f"{base}-s{seed}"])
         for v in sorted(variants):
             add(f"eval-{v}-s{seed}", [py, "evaluate.py", "--data-dir", data, "--split", "dev", "--generator",
                                       os.path.join(run(f"{v}-s{seed}"), "best.pt"), "--backtranslator",

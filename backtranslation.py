@@ -16,6 +16,7 @@ It is trained and used through train.py / evaluate.py:
 The protocol evaluates at 12.5 fps: callers pass poses already subsampled with [::2]; this module
 accepts any number of frames. Masks are True at real positions (the project's convention).
 """
+import dataclasses
 import math
 from collections import Counter
 
@@ -25,6 +26,8 @@ import torch.nn.functional as F
 
 from data import NUM_JOINTS
 from generator import sinusoidal_encoding
+from harness import hyper
+
 FRAME_DIM = NUM_JOINTS * 3  # 534
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -65,6 +68,24 @@ def decode(ids, itos):
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class BackTranslatorConfig:
+    """The back-translator's hyperparameters (the paper gives none: §4.2 uses the challenge's
+    model); each field is a train.py flag --bt-NAME (harness.add_flags), the model fields are the
+    checkpoint's model_args with the vocabulary."""
+    FLAG_PREFIX = "bt-"
+    d_model: int = hyper(128, "sign-to-text model width", model=True)
+    num_layers: int = hyper(2, "encoder and decoder layers", flag="--bt-layers", model=True)
+    num_heads: int = hyper(4, "attention heads", flag="--bt-heads", model=True)
+    ff: int = hyper(256, "feed-forward width", model=True)
+    dropout: float = hyper(0.2, "dropout", model=True)
+    label_smoothing: float = hyper(0.1, "label smoothing of the word loss", model=True)
+    subsample: int = hyper(2, "frame step: 2 reads 25 fps data at 12.5 fps (§4.2 protocol)", flag="--subsample")
+
+    def problems(self):
+        return [f"--subsample must be >= 1, got {self.subsample}"] if self.subsample < 1 else []
+
 
 
 class SignToText(nn.Module):

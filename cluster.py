@@ -16,13 +16,27 @@ import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
+import traceback
 
 import torch
 import torch.distributed as dist
 
-from data import DataError, collate
+from data import collate
+from harness import DataError
+
+if dist.is_available():
+    # Before init_process_group: torch.distributed.nn.functional's collectives have `group=group.WORLD`
+    # as a default argument, evaluated when the module is imported. DDP imports it lazily (through
+    # torch._dynamo); imported after init_process_group, those defaults keep the world group, its gloo
+    # threads and sockets alive after destroy_process_group, until the interpreter's final garbage
+    # collection tears them down while the other ranks exit. A gloo thread that then needs the GIL (to
+    # free a tensor it still holds) is ended by the finalizing interpreter from inside a C++ destructor:
+    # "terminate called without an active exception", SIGABRT, and torchrun reports a finished run as
+    # failed. train.py imports this module before it starts the process group.
+    import torch.distributed.nn  # noqa: F401,E402
 
 log = logging.getLogger("a2vslp")
 
@@ -50,12 +64,54 @@ def catch_preemption():
     return caught
 
 
+def preempted(caught, epoch, step, batch, batches, last_path, master):
+    """Raise Preempted once every rank has caught, or heard of, a preemption signal and last.pt holds
+    `step` (`batch` global batches of `batches` into epoch `epoch` + 1; 0: the end of `epoch`)."""
+    where = f"step {step} (epoch {epoch + 1}, batch {batch} of {batches})" if batch else \
+        f"step {step} (the end of epoch {epoch})"
+    signals = ", ".join(sorted(set(caught))) or "signal caught by another rank"
+    message = (f"preempted ({signals}): stopped after {where}; {last_path} holds it, the same "
+               f"command continues from there (exit {PREEMPTED})")
+    log.info("%s", message)
+    raise Preempted(message if master else "")
+
+
+def run(fn, progress):
+    """fn() with the endings of a training run: an error is one line (status 1), a preemption exits
+    with status 75, a Ctrl-C prints where the run stopped and what last.pt holds (`progress`, a
+    harness.Progress) and exits with status 130."""
+    try:
+        fn()
+    except (ValueError, FloatingPointError, OSError) as e:      # DataError is a ValueError
+        sys.exit(f"error: {e}")
+    except Preempted as e:
+        if str(e):
+            print(e, file=sys.stderr)
+        exit_quietly()
+        sys.exit(PREEMPTED)
+    except KeyboardInterrupt:
+        print(progress.interrupted(), file=sys.stderr)
+        sys.exit(130)
+
+
 def exit_quietly():
     """Before a preempted rank exits: SIGTERM and SIGUSR1 are ignored from here on (Python restores their
     default action, death, while it shuts down, and torchrun sends SIGTERM to the ranks still running
     as soon as one has exited: that would turn their status 75 into a death by signal)."""
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
+    end_distributed()
+
+
+def end_distributed():
+    """destroy_process_group such that it really ends the group here, while Python runs normally: the
+    frames of the exception being handled (when called from an except block), whose DDP wrapper's
+    reducer holds the group, are cleared first. Otherwise the group ends when that reducer is freed,
+    with the GIL held (a gloo thread waiting for the GIL then deadlocks its join), or while the
+    interpreter finalizes (SIGABRT)."""
+    tb = sys.exc_info()[2]
+    if tb is not None:
+        traceback.clear_frames(tb)
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -99,30 +155,16 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
         return max(0, self.batches_per_epoch() - self.first)
 
 
+def dev_shard(n, rank, world):
+    """This rank's dev samples: each on exactly one rank, shard sizes differing by at most one. Ranks
+    may then run different numbers of dev batches: the loop's dev pass has one collective, at its end."""
+    return list(range(rank, n, world))
+
+
 def collate_share(items):
     """data.collate of a rank's share of a global batch; None for an empty share (the loop then runs a
     stand-in batch weighted 0, since under DDP every rank must take part in every step)."""
     return collate(items) if items else None
-
-
-def rng_states(distributed):
-    """Every rank's random-number state (CPU, and CUDA when present), a list indexed by rank, on every
-    rank (all ranks must call this together). Saved in last.pt, so a mid-epoch resume on as many ranks
-    continues each rank's noise stream (VAE sampling, dropout)."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    if not distributed:
-        return [state]
-    every = [None] * dist.get_world_size()
-    dist.all_gather_object(every, state)
-    return every
-
-
-def set_rng_state(state):
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,17 +14,16 @@ Conventions used everywhere in the project:
 - boolean masks are True at real positions (the F.scaled_dot_product_attention convention).
 """
 import argparse
-import contextlib
 import hashlib
 import logging
 import os
-import signal
 import sys
-import threading
 import warnings
 
 import numpy as np
 import torch
+
+from harness import DataError, atomic_save, safe_load
 
 log = logging.getLogger("a2vslp")
 
@@ -119,58 +118,7 @@ def skeleton_bones():
 # Loading the release format: {name: {name, text, gloss, poses_3d, speaker}} per split
 # ---------------------------------------------------------------------------------------------
 
-class DataError(ValueError):
-    """A data file or sample that cannot be used; the message names the file and the sample."""
-
-
 REQUIRED_KEYS = ("name", "text", "gloss", "poses_3d", "speaker")
-
-
-def _numpy_safe_globals():
-    """numpy's array reconstruction, so that releases storing numpy arrays load with weights_only."""
-    core = getattr(np, "_core", None) or np.core
-    names = [core.multiarray._reconstruct, np.ndarray, np.dtype]
-    names += [getattr(np.dtypes, n) for n in ("Float16DType", "Float32DType", "Float64DType")
-              if hasattr(np, "dtypes") and hasattr(np.dtypes, n)]
-    return names
-
-
-def safe_load(path, what="file"):
-    """torch.load(weights_only=True) with one clear error for missing, corrupt or unsafe files.
-
-    A file whose pickle would import anything beyond tensors, plain containers and numpy arrays is
-    refused before any of its code can run.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such {what}")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - one message for every way a file can be unreadable
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "Unsupported global" in str(e) or "weights_only" in str(e).lower():
-            unsafe = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
-            reason = ("refused: it carries a pickled payload that is not plain data "
-                      f"({unsafe[0] if unsafe else reason})")
-        raise DataError(f"{path}: cannot load this {what}: {type(e).__name__}: {reason}") from None
-
-
-STAGE_NAMES = {"vae": "VAE", "generator": "generator", "backtranslation": "back-translation"}
-
-
-def load_checkpoint(path, stage, *or_stages):
-    """The dict of a `train.py --stage STAGE` checkpoint (or of one of `or_stages`); one DataError
-    naming the path and both stages for anything else (another stage's, a predictions file, ...)."""
-    ckpt = safe_load(path, what="checkpoint")
-    expected = "expected " + " or ".join(f"a {STAGE_NAMES[s]} checkpoint (stage {s!r})" for s in (stage, *or_stages))
-    if not isinstance(ckpt, dict) or "stage" not in ckpt:
-        what = f"a {type(ckpt).__name__} of {len(ckpt)} entries" if hasattr(ckpt, "__len__") else type(ckpt).__name__
-        raise DataError(f"{path}: not a checkpoint of train.py ({what} without a 'stage'; a predictions file?), "
-                        + expected)
-    if ckpt["stage"] not in (stage, *or_stages):
-        raise DataError(f"{path}: a {ckpt['stage']!r} checkpoint, {expected}")
-    return ckpt
 
 
 def check_utf8(text, where):
@@ -509,50 +457,6 @@ def text_layout(texts, bert=OFFLINE_BERT, max_tokens=MAX_TOKENS):
             end += width
         out[text] = (torch.tensor(spans, dtype=torch.float32), torch.tensor(chars))   # (L, 2), (U,)
     return out
-
-
-@contextlib.contextmanager
-def sigint_deferred():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then act on it as
-    the previous handler would (by default: raise KeyboardInterrupt). torch.save turns an interrupt
-    in the middle of writing into a RuntimeError about its zip stream, so a save must not be
-    interrupted. The Python-level handler is swapped, not the thread's signal mask: in a process with
-    worker threads (torch's, OpenMP's) the kernel may deliver the signal to any of them. Signal
-    handlers belong to the main thread; elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if caught:
-            if callable(old):
-                old(signal.SIGINT, None)                 # default_int_handler raises KeyboardInterrupt
-            elif old == signal.SIG_DFL:
-                os.kill(os.getpid(), signal.SIGINT)
-
-
-def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`; a Ctrl-C
-    during the write waits for it to finish (sigint_deferred), so a file is whole or absent."""
-    with sigint_deferred():
-        path = os.fspath(path)
-        tmp = f"{path}.tmp.{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(obj, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except (OSError, RuntimeError) as e:   # disk full, read-only folder; torch.save says RuntimeError
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise OSError(f"{path}: cannot write ({reason}); the previous file, if any, is unchanged") from None
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,8 +31,10 @@ DTW-MJE, TotDist and Dur all see the same subsampled sequences (Dur is then ⌈n
 """
 import argparse
 import json
+import logging
 import math
 import os
+import re
 import sys
 import unicodedata
 from collections import Counter
@@ -42,13 +44,15 @@ import torch
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
+import harness
 import posefile
 import render
 import sample
 from backtranslation import SignToText
-from data import (ARTICULATOR_ORDER, ARTICULATORS, BODY_JOINTS, NUM_JOINTS, DataError, atomic_save, load_checkpoint,
-                  load_split, pad_stack, safe_load)
-from vae import load_vae
+from data import ARTICULATOR_ORDER, ARTICULATORS, BODY_JOINTS, NUM_JOINTS, load_split, pad_stack
+from generator import GeneratorConfig
+from harness import DataError, atomic_json, atomic_save, load_checkpoint, safe_load
+from vae import VAEConfig, load_vae
 
 FRAME_DIM = NUM_JOINTS * 3  # 534 values per flattened frame
 
@@ -441,6 +445,13 @@ def back_translate(model, seqs, beam_size=3, batch_size=32, device="cpu"):
     return out
 
 
+def log_greedy_scores(model, seqs, refs):
+    """Log BLEU-4 and chrF of the greedy back-translations of `seqs` (train.py's report on dev)."""
+    hyps = back_translate(model.eval(), seqs, beam_size=1, device=next(model.parameters()).device)
+    logging.getLogger("a2vslp").info("dev back-translation of ground truth (greedy): BLEU-4 %.2f  "
+                                     "chrF %.2f", bleu(hyps, refs, 4), chrf(hyps, refs))
+
+
 def score(hyps, refs, preds=None, gts=None):
     """One results row: BLEU-1..4, chrF, ROUGE-L, WER (×100) and, when poses are given (None when
     not), DTW-MJE, Total Distance and Average Duration of exactly these sequences."""
@@ -453,35 +464,14 @@ def score(hyps, refs, preds=None, gts=None):
     return row
 
 
-def generator_name(ckpt_args):
-    """Row name from a generator checkpoint's flags: phase 1 "A2V-SLP", phase 2 "A2V-SLP + KL",
-    plus every ablation flag that differs from the defaults (the paper's best configuration)."""
-    name = "A2V-SLP" if ckpt_args.get("phase") != 2 else \
-        "A2V-SLP + KL" if ckpt_args.get("kl_weight", 1) > 0 else "A2V-SLP phase 2 without KL"
-    extra = []
-    if ckpt_args.get("fusion", "local") != "local":
-        extra.append(f"{ckpt_args['fusion']} attention")
-    if ckpt_args.get("window", 3) != 3:
-        extra.append(f"N={ckpt_args['window']}")
-    if ckpt_args.get("query", "none") != "none":
-        extra.append(f"{ckpt_args['query']} query q={ckpt_args.get('query_span', 3)}")
-    if ckpt_args.get("hand_weights", "dynamic") != "dynamic":
-        extra.append("fixed hand weights")
-    if ckpt_args.get("vae_variant", "base") != "base":
-        extra.append(f"{ckpt_args['vae_variant']} VAE")
-    if ckpt_args.get("time_queries", "progress") != "progress":
-        extra.append(f"{ckpt_args['time_queries']} time queries")
-    if ckpt_args.get("logvar_floor", -8.0) != -8.0:
-        extra.append(f"log-variance floor {ckpt_args['logvar_floor']}")
-    if ckpt_args.get("logvar_weight", 1.0) != 1.0:
-        extra.append(f"log-variance weight {ckpt_args['logvar_weight']}")
-    alignment = ckpt_args.get("alignment", "mas")
-    if alignment != "mas":
-        extra.append("the paper's decoder, no alignment" if alignment == "none" else f"{alignment} alignment")
-    if alignment != "none" and not ckpt_args.get("char_embedding", True):
-        extra.append("no character embedding")
-    if alignment != "none" and ckpt_args.get("guide_weight", 1.0) != 1.0:
-        extra.append(f"guide weight {ckpt_args['guide_weight']}")
+def generator_name(ckpt):
+    """Row name from a generator checkpoint: phase 1 "A2V-SLP", phase 2 "A2V-SLP + KL", plus each
+    hyperparameter that differs from its default (the paper's best configuration), as the config's
+    labels say (harness.describe of GeneratorConfig, and of VAEConfig for the VAE it decodes with)."""
+    cfg = harness.from_args(GeneratorConfig, ckpt.get("args", {}))
+    name = "A2V-SLP" if cfg.phase != 2 else "A2V-SLP + KL" if cfg.kl_weight > 0 else \
+        "A2V-SLP phase 2 without KL"
+    extra = harness.describe(cfg) + harness.describe(VAEConfig(**ckpt.get("vae_model_args", {})))
     return name + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -548,7 +538,17 @@ def finite_or_none(rows):
     return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
 
 
-def main(argv=None):
+def unique(name, taken, fmt="{}_{}"):
+    """`name`, or fmt.format(name, k) with the least k >= 2 not in `taken`; added to `taken`."""
+    k, out = 1, name
+    while out in taken:
+        k += 1
+        out = fmt.format(name, k)
+    taken.add(out)
+    return out
+
+
+def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=DATA_DIR, help=f"release folder with the ground-truth split (default: {DATA_DIR})")
     p.add_argument("--split", default="test", help="split to score (test, dev)")
@@ -595,152 +595,161 @@ def main(argv=None):
         except DataError as e:
             p.error(f"--format pose: {e}")
     sample.check_device(p, args.device)
-    split_path = os.path.join(args.data_dir, f"{args.split}.pt")
+    args.split_path = os.path.join(args.data_dir, f"{args.split}.pt")
     inputs = {"--generator": args.generator, "--predictions": args.predictions, "--vae": args.vae,
-              "--backtranslator": args.backtranslator, "--data-dir": split_path}
+              "--backtranslator": args.backtranslator, "--data-dir": args.split_path}
     sample.check_out(p, args.out, inputs)
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)                 # --out may name a folder still to be made
-    cache_dir = args.cache_dir or os.path.join(out_dir, "cache")
-    try:
-        samples = load_split(split_path)
-        names, refs = [s["name"] for s in samples], [s["text"] for s in samples]
-        bt, bt_step = load_backtranslator(args.backtranslator, args.device)
-        submitted = {path: read_predictions(path, names) for path in args.predictions or []}
-        gts = [s["poses_3d"][::args.fps_step] for s in samples]
-        if bt_step != args.fps_step:
-            print(f"note: the back-translator was trained with frame step {bt_step}, scoring uses {args.fps_step}")
-        print(f"back-translating {len(samples)} ground-truth sequences (beam {args.beam}) ...", flush=True)
-        rows = [{"name": "GT", **score(back_translate(bt, gts, args.beam, device=args.device), refs, gts, gts)}]
-        constant = most_frequent([s["text"] for s in load_split(os.path.join(args.data_dir, "train.pt"))])
-        baselines = [{"name": "constant text (most frequent training sentence)",
-                      **score([constant] * len(refs), refs)}]
-        generated, written, reconstructed, alignments, vaes = {}, set(), {}, {}, []
-        sampling, realisations, sigmas = [], {}, {}        # --samples, --pictures
+    args.out_dir = os.path.dirname(os.path.abspath(args.out))
+    args.cache_dir = args.cache_dir or os.path.join(args.out_dir, "cache")
+    return args
 
-        def add_vae_row(vae, path):
-            """The VAE row: the ground truth through a VAE (z = μ), the ceiling of every generator
-            it decodes; one row per distinct VAE, right below GT."""
-            state = vae.state_dict()
-            if any(all(torch.equal(state[k], v[k]) for k in state) for v in vaes):
-                return
-            vae_name = "VAE" if not vaes else f"VAE of {path}"
-            vaes.append(state)
-            print(f"back-translating {vae_name} (reconstructions of the ground truth, z = mu) ...", flush=True)
-            recon = [vae.reconstruct(s["poses_3d"].to(args.device)).cpu() for s in samples]
-            reconstructed[vae_name] = recon[0]
-            seqs = [r[::args.fps_step] for r in recon]
-            rows.insert(len(vaes), {"name": vae_name, **score(back_translate(bt, seqs, args.beam, device=args.device),
-                                                                refs, seqs, gts)})
 
-        for path in args.vae or []:
-            add_vae_row(load_vae(path, args.device).eval(), path)
-        for path in args.generator or args.predictions or []:
-            if args.generator:
-                model, vae, ckpt = sample.load_generator(path, args.device)
-                name = generator_name(ckpt.get("args", {}))
-                add_vae_row(vae, path)
-                alignment = None
-                if args.pictures:
-                    alignment = sample.cross_attention(model, samples[0]["text"], ckpt["bert"], cache_dir, args.device)
-                print(f"generating {len(samples)} sequences with {path} ({name}) ...", flush=True)
-                poses = sample.generate_poses(model, vae, refs, ckpt["bert"], not args.mean, args.seed,
-                                              cache_dir=cache_dir, device=args.device)
-                preds = dict(zip(names, poses))
-                slug = name.replace(" ", "").replace("+", "_").replace("(", "_").replace(")", "").replace(",", "_")
-                pred_path, k = os.path.join(out_dir, f"{args.split}_{slug}.pt"), 1
-                while pred_path in written or any(os.path.abspath(g) == pred_path for g in args.generator):
-                    k += 1                                   # two generators of one name: both kept
-                    pred_path = os.path.join(out_dir, f"{args.split}_{slug}_{k}.pt")
-                atomic_save(preds, pred_path)
-                written.add(pred_path)
-                print(f"  wrote {pred_path}")
-                if args.format == "pose":
-                    print(f"  wrote {len(posefile.write_pose_folder(preds, pred_path[:-3]))} .pose files to {pred_path[:-3]}")
-            else:
-                name, preds = os.path.basename(path), submitted[path]
-            while any(r["name"] == name for r in rows):
-                name += "'"
-            seqs = [preds[n][::args.fps_step] for n in names]
-            print(f"back-translating {name} ...", flush=True)
-            rows.append({"name": name, **score(back_translate(bt, seqs, args.beam, device=args.device), refs, seqs, gts)})
-            generated[name] = preds
-            if args.generator and alignment is not None:
-                alignments[name] = alignment
-                sigmas[name] = sample.predicted_sigma(model, samples[0]["text"], ckpt["bert"], cache_dir, args.device)
-            if args.generator and args.samples:
+def score_all(args):
+    """Back-translate and score GT, the VAE rows and every generator or submission of `args`; writes
+    each generator's predictions beside --out. Returns a namespace: rows, baselines, sampling (the
+    results) and, for the pictures, samples, generated, reconstructed, alignments, sigmas, realisations."""
+    samples = load_split(args.split_path)
+    names, refs = [s["name"] for s in samples], [s["text"] for s in samples]
+    bt, bt_step = load_backtranslator(args.backtranslator, args.device)
+    submitted = {path: read_predictions(path, names) for path in args.predictions or []}
+    gts = [s["poses_3d"][::args.fps_step] for s in samples]
+    if bt_step != args.fps_step:
+        print(f"note: the back-translator was trained with frame step {bt_step}, scoring uses {args.fps_step}")
+
+    def scored(name, seqs, what=""):
+        print(f"back-translating {name}{what} ...", flush=True)
+        return {"name": name, **score(back_translate(bt, seqs, args.beam, device=args.device), refs, seqs, gts)}
+
+    out = argparse.Namespace(samples=samples, rows=[scored("GT", gts)], generated={}, reconstructed={},
+                             alignments={}, sigmas={}, realisations={}, sampling=[])
+    constant = most_frequent([s["text"] for s in load_split(os.path.join(args.data_dir, "train.pt"))])
+    out.baselines = [{"name": "constant text (most frequent training sentence)", **score([constant] * len(refs), refs)}]
+    vaes, row_names = [], {"GT"}
+    files = {os.path.splitext(os.path.abspath(g))[0] for g in args.generator or []}   # never overwritten
+
+    def add_vae_row(vae, path):
+        """The VAE row: the ground truth through a VAE (z = μ), the ceiling of every generator it
+        decodes; one row per distinct VAE, right below GT."""
+        state = vae.state_dict()
+        if any(all(torch.equal(state[k], v[k]) for k in state) for v in vaes):
+            return
+        vae_name = unique("VAE" if not vaes else f"VAE of {path}", row_names)
+        vaes.append(state)
+        recon = [vae.reconstruct(s["poses_3d"].to(args.device)).cpu() for s in samples]
+        out.reconstructed[vae_name] = recon[0]
+        out.rows.insert(len(vaes), scored(vae_name, [r[::args.fps_step] for r in recon],
+                                          " (reconstructions of the ground truth, z = mu)"))
+
+    for path in args.vae or []:
+        add_vae_row(load_vae(path, args.device).eval(), path)
+    for path in args.generator or args.predictions or []:
+        if not args.generator:
+            name, preds = unique(os.path.basename(path), row_names, "{} ({})"), submitted[path]
+        else:
+            model, vae, ckpt = sample.load_generator(path, args.device)
+            name = unique(generator_name(ckpt), row_names, "{} ({})")
+            add_vae_row(vae, path)
+            print(f"generating {len(samples)} sequences with {path} ({name}) ...", flush=True)
+            poses = sample.generate_poses(model, vae, refs, ckpt["bert"], not args.mean, args.seed,
+                                          cache_dir=args.cache_dir, device=args.device)
+            preds = dict(zip(names, poses))
+            slug = re.sub(r"[^0-9A-Za-z-]+", "_", name).strip("_")
+            pred_path = unique(os.path.join(args.out_dir, f"{args.split}_{slug}"), files) + ".pt"
+            atomic_save(preds, pred_path)
+            print(f"  wrote {pred_path}")
+            if args.format == "pose":
+                print(f"  wrote {len(posefile.write_pose_folder(preds, pred_path[:-3]))} .pose files to {pred_path[:-3]}")
+            first = samples[0]["text"]
+            if args.pictures:
+                out.alignments[name] = sample.cross_attention(model, first, ckpt["bert"], args.cache_dir, args.device)
+                out.sigmas[name] = sample.predicted_sigma(model, first, ckpt["bert"], args.cache_dir, args.device)
+            if args.samples:
                 print(f"drawing {args.samples} samples per sentence with {name} ...", flush=True)
                 made = sample.generate_samples(model, vae, refs, ckpt["bert"], args.samples, args.seed,
-                                               cache_dir=cache_dir, device=args.device)
-                realisations[name] = made[0]
-                sampling.append({"name": name, **sampling_report(made, gts, args.fps_step)})
-        print()
-        print_table(rows)
-        print(f"\n{len(samples)} {args.split} sequences at 25/{args.fps_step} fps; BLEU signature: {bleu_signature()}")
-        print(f"constant-text baseline: B4 {baselines[0]['B4']:.2f}, chrF {baselines[0]['chrF']:.2f}, "
-              f"ROUGE {baselines[0]['ROUGE']:.2f}, WER {baselines[0]['WER']:.2f}")
-        gain = rows[0]["chrF"] - baselines[0]["chrF"]
-        if gain > 0 and len(rows) > 1:                  # how much of what GT reads each row keeps
-            print("chrF gain over the constant text, as a share of GT's: " + ", ".join(
-                f"{r['name']} {100 * (r['chrF'] - baselines[0]['chrF']) / gain:.0f} %" for r in rows[1:]))
-        if sampling:
-            print(f"\n{args.samples} samples per sentence (z = mu + sigma * eps), DTW-MJE to the ground truth "
-                  "and the spread between two samples (mean per-joint distance, same units):")
-            print_sampling(sampling)
-        for r in rows:
-            if r["DTW"] is not None and not math.isfinite(r["DTW"]):
-                print(f"note: {r['name']}: DTW-MJE overflows ({r['DTW']}); written as null in {args.out}")
-            if r["TotDist"] is not None and not math.isfinite(r["TotDist"]):
-                print(f"note: {r['name']}: Total Distance is {r['TotDist']} (a ground-truth wrist never moves, "
-                      f"or the poses overflow); written as null in {args.out}")
-        result = {"rows": finite_or_none(rows), "baselines": finite_or_none(baselines), "split": args.split,
-                  "num_samples": len(samples), "fps_step": args.fps_step, "beam": args.beam,
-                  "bleu_signature": bleu_signature(), "chrf_signature": chrf_signature()}
-        if sampling:
-            result["sampling"] = finite_or_none(sampling)
-        tmp = f"{args.out}.tmp.{os.getpid()}"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(result, f, indent=2, allow_nan=False)
-            os.replace(tmp, args.out)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        print(f"wrote {args.out}")
-        if args.pictures and generated:
+                                               cache_dir=args.cache_dir, device=args.device)
+                out.realisations[name] = made[0]
+                out.sampling.append({"name": name, **sampling_report(made, gts, args.fps_step)})
+        out.rows.append(scored(name, [preds[n][::args.fps_step] for n in names]))
+        out.generated[name] = preds
+    return out
+
+
+def write_results(args, out):
+    """Print the table and its notes; write --out (strict JSON, whole or not at all)."""
+    rows, baselines = out.rows, out.baselines
+    print()
+    print_table(rows)
+    print(f"\n{len(out.samples)} {args.split} sequences at 25/{args.fps_step} fps; BLEU signature: {bleu_signature()}")
+    print(f"constant-text baseline: B4 {baselines[0]['B4']:.2f}, chrF {baselines[0]['chrF']:.2f}, "
+          f"ROUGE {baselines[0]['ROUGE']:.2f}, WER {baselines[0]['WER']:.2f}")
+    gain = rows[0]["chrF"] - baselines[0]["chrF"]
+    if gain > 0 and len(rows) > 1:                  # how much of what GT reads each row keeps
+        print("chrF gain over the constant text, as a share of GT's: " + ", ".join(
+            f"{r['name']} {100 * (r['chrF'] - baselines[0]['chrF']) / gain:.0f} %" for r in rows[1:]))
+    if out.sampling:
+        print(f"\n{args.samples} samples per sentence (z = mu + sigma * eps), DTW-MJE to the ground truth "
+              "and the spread between two samples (mean per-joint distance, same units):")
+        print_sampling(out.sampling)
+    for r in rows:
+        if r["DTW"] is not None and not math.isfinite(r["DTW"]):
+            print(f"note: {r['name']}: DTW-MJE overflows ({r['DTW']}); written as null in {args.out}")
+        if r["TotDist"] is not None and not math.isfinite(r["TotDist"]):
+            print(f"note: {r['name']}: Total Distance is {r['TotDist']} (a ground-truth wrist never moves, "
+                  f"or the poses overflow); written as null in {args.out}")
+    result = {"rows": finite_or_none(rows), "baselines": finite_or_none(baselines), "split": args.split,
+              "num_samples": len(out.samples), "fps_step": args.fps_step, "beam": args.beam,
+              "bleu_signature": bleu_signature(), "chrf_signature": chrf_signature()}
+    if out.sampling:
+        result["sampling"] = finite_or_none(out.sampling)
+    atomic_json(result, args.out)
+    print(f"wrote {args.out}")
+
+
+def draw_pictures(args, out):
+    """The first test sentence: pose strips and a GIF, the hands, and per generator the
+    cross-attention and the predicted σ̂ (render.py; needs matplotlib)."""
+    first = out.samples[0]
+    os.makedirs(args.pictures, exist_ok=True)
+    prefix = os.path.join(args.pictures, "example")
+    files = render.render_example(first["poses_3d"].numpy(),
+                                  {k: v[first["name"]].numpy() for k, v in out.generated.items()},
+                                  prefix, first["text"])
+    if out.reconstructed:
+        render.save_hands({"ground truth": first["poses_3d"].numpy(),
+                           **{k: v.numpy() for k, v in out.reconstructed.items()}},
+                          prefix + "_hands.png", title="hands: ground truth and its VAE reconstruction")
+        files.append(prefix + "_hands.png")
+    slugs = set()
+    for k, (att, tokens) in out.alignments.items():
+        slug = unique("" if len(out.alignments) == 1 else "_" + "".join(c for c in k if c.isalnum()), slugs)
+        pred = out.generated[k][first["name"]].numpy()
+        render.save_alignment(att.numpy(), tokens, pred, f"{prefix}_alignment{slug}.png",
+                              title=f"{k}: cross-attention, {first['text']}")
+        strip = {"ground truth": first["poses_3d"].numpy(), k: pred}
+        if k in out.realisations:                  # the mean and two of the samples
+            mean, draws = out.realisations[k]
+            strip = {"ground truth": strip["ground truth"], "mean (z = μ̂)": mean.numpy(),
+                     **{f"sample {i + 1}": d.numpy() for i, d in enumerate(draws[:2])}}
+        render.save_strip(strip, f"{prefix}_uncertainty{slug}.png", sigma=out.sigmas[k],
+                          title=f"{k}: predicted σ̂ per articulator, {first['text']}")
+        files += [f"{prefix}_alignment{slug}.png", f"{prefix}_uncertainty{slug}.png"]
+    print("wrote", ", ".join(files))
+
+
+def main(argv=None):
+    args = get_args(argv)
+    try:
+        os.makedirs(args.out_dir, exist_ok=True)                 # --out may name a folder still to be made
+        scored = score_all(args)
+        write_results(args, scored)
+        if args.pictures and scored.generated:
             try:
-                first = samples[0]
-                os.makedirs(args.pictures, exist_ok=True)
-                prefix = os.path.join(args.pictures, "example")
-                files = render.render_example(first["poses_3d"].numpy(),
-                                              {k: v[first["name"]].numpy() for k, v in generated.items()},
-                                              prefix, first["text"])
-                if reconstructed:
-                    render.save_hands({"ground truth": first["poses_3d"].numpy(),
-                                       **{k: v.numpy() for k, v in reconstructed.items()}},
-                                      prefix + "_hands.png", title="hands: ground truth and its VAE reconstruction")
-                    files.append(prefix + "_hands.png")
-                slugs = set()
-                for k, (att, tokens) in alignments.items():
-                    slug = "" if len(alignments) == 1 else "_" + "".join(c for c in k if c.isalnum())
-                    while slug in slugs:                   # rows of one name ("A2V-SLP", "A2V-SLP'")
-                        slug += "_2"
-                    slugs.add(slug)
-                    render.save_alignment(att.numpy(), tokens, generated[k][first["name"]].numpy(),
-                                          f"{prefix}_alignment{slug}.png", title=f"{k}: cross-attention, {first['text']}")
-                    files.append(f"{prefix}_alignment{slug}.png")
-                    strip = {"ground truth": first["poses_3d"].numpy(), k: generated[k][first["name"]].numpy()}
-                    if k in realisations:                  # the mean and two of the samples
-                        strip = {"ground truth": strip["ground truth"], "mean (z = μ̂)": realisations[k][0].numpy(),
-                                 **{f"sample {i + 1}": d.numpy() for i, d in enumerate(realisations[k][1][:2])}}
-                    render.save_strip(strip, f"{prefix}_uncertainty{slug}.png", sigma=sigmas[k],
-                                      title=f"{k}: predicted σ̂ per articulator, {first['text']}")
-                    files.append(f"{prefix}_uncertainty{slug}.png")
-                print("wrote", ", ".join(files))
+                draw_pictures(args, scored)
             except (ImportError, SystemExit) as e:
                 print(f"pictures skipped: {e}")
     except (DataError, OSError) as e:
         sys.exit(f"error: {e}")
+
 
 if __name__ == "__main__":
     main()

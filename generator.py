@@ -14,15 +14,16 @@ decodes sampled latents into poses.
 Where the paper is silent, the choices follow the authors' earlier code (DARSLP, Tasyurek et al. 2025)
 or are stated on the line that makes them. Masks are bool and True at real positions.
 """
+import dataclasses
 import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from data import ARTICULATOR_ORDER, CHAR_BUCKETS, NUM_JOINTS
-from gloss_attention import GlossAttention
-from vae import LATENT_SIZES, split_articulators
+from gloss_attention import FUSIONS, QUERY_TYPES, GlossAttention
+from harness import hyper
+from vae import split_articulators
 
 # "absolute": the projected reference pose + PE(t), as in the paper and DARSLP;
 # "progress": + PE(t / (N - 1) · max_frames) as well, so every query also knows how far through its
@@ -38,6 +39,100 @@ TIME_QUERIES = ("progress", "absolute")
 #   "chars"/"tokens": a constant rate, every unit the same share of the frames;
 #   "none":   the paper's decoder, which must find the alignment alone.
 ALIGNMENTS = ("mas", "chars", "tokens", "none")
+
+
+def _float_or_none(text):
+    return None if text.lower() == "none" else float(text)
+
+
+@dataclasses.dataclass
+class GeneratorConfig:
+    """The generator's hyperparameters (§3.2, §3.3, §4.4): each field is a train.py flag
+    (harness.add_flags); the model fields are the checkpoint's model_args; a value other than the
+    default shows in evaluate.py's row name as its label. Defaults are the paper's values where it
+    gives them; "not in the paper" marks this code's additions, each measured in docs/experiments.md."""
+    # the model (§3.2)
+    d_model: int = hyper(512, "model width (§3.2: 512)", model=True, label=False)
+    enc_layers: int = hyper(3, "text encoder layers (§3.2: 3)", model=True, label=False)
+    enc_heads: int = hyper(4, "text encoder heads (§3.2: 4)", model=True, label=False)
+    dec_layers: int = hyper(6, "decoder layers (§3.2: 6)", model=True, label=False)
+    dec_heads: int = hyper(8, "decoder heads (§3.2: 8)", model=True, label=False)
+    ff: int = hyper(1024, "feed-forward width (§3.2: 1024)", model=True, label=False)
+    dropout: float = hyper(0.1, "dropout (not given in the paper)", model=True, label=False)
+    window: int = hyper(3, "gloss attention window N (Table 3 best: 3)", model=True, label="N={}")
+    query: str = hyper("none", "query construction (Table 4)", choices=QUERY_TYPES, model=True,
+                       label=lambda v, c: f"{v} query q={c.query_span}")
+    query_span: int = hyper(3, "query aggregation span q (Table 4)", model=True, label=False)
+    fusion: str = hyper("local", "decoder self-attention: local gloss attention, global (Table 2 "
+                        "baseline) or both", choices=FUSIONS, model=True, label="{} attention")
+    max_frames: int = hyper(None, "length normalisation (default: the longest training sequence)",
+                            type=int, label=False)
+    time_queries: str = hyper("progress", "decoder queries: absolute = reference pose + PE(t), the "
+                              "paper's; progress = + PE of t / (N - 1), so frames know the sentence's "
+                              "length (not in the paper)", choices=TIME_QUERIES, model=True,
+                              label="{} time queries")
+    alignment: str = hyper("mas", "where in the text each frame is (not in the paper): mas = monotonic "
+                           "alignment search against learned anchors per character, a duration "
+                           "predictor at inference; chars / tokens = a constant rate of characters / "
+                           "subword tokens per frame; none = the paper's decoder", choices=ALIGNMENTS,
+                           model=True, label=lambda v, c: "the paper's decoder, no alignment"
+                           if v == "none" else f"{v} alignment")
+    char_embedding: bool = hyper(True, "add an embedding of the character under each frame to its time "
+                                 "query (not in the paper; off with --alignment none)", model=True,
+                                 label=lambda v, c: None if c.alignment == "none" else "no character embedding")
+    # the objective (§3.3, §4.4)
+    phase: int = hyper(1, "1: L1 on (μ, log σ²); 2: + KL (Eq. 4)", choices=(1, 2), label=False)
+    hand_weights: str = hyper("dynamic", "dynamic: Eq. 7-8 boost (Table 5 best); fixed: --fixed-weights",
+                              choices=("dynamic", "fixed"), label="{} hand weights")
+    hand_base: tuple = hyper((3.5, 2.5), "(b_RH, b_LH) of Eq. 7 (Table 5: 3.5 2.5)",
+                             label=lambda v, c: None if c.hand_weights == "fixed" else f"b = {v[0]}, {v[1]}")
+    s_max: float = hyper(4.0, "s_max of Eq. 8 (Table 5: 4)",
+                         label=lambda v, c: None if c.hand_weights == "fixed" else f"s_max {v}")
+    boost_alpha: float = hyper(0.01, "α of Eq. 8 (not given in the paper: a steady 1.5x hand/other "
+                               "ratio lifts s from 1 to 4 in ~340 steps)")
+    boost_decay: float = hyper(0.99, "EMA decay of Eq. 8 (not given in the paper: ~100 batches)")
+    fixed_weights: tuple = hyper((14.0, 10.0, 2.0), "fixed λ for (RH, LH, face), body 1 (§4.4.2: 14 10 2)",
+                                 label=lambda v, c: None if c.hand_weights == "dynamic" else f"λ = {v}")
+    kl_weight: float = hyper(1e-3, "phase 2 weight of Eq. 4 (not given in the paper; with the default "
+                             "VAE the KL is ~150x the L1 of Eq. 3 after phase 1: 1e-3 makes it ~15 %% of "
+                             "the loss; 3e-3 measured no better, see docs/experiments.md)", label=False)
+    logvar_floor: float = hyper(-8.0, "Eq. 3 and Eq. 4 clamp predicted and target log σ² from below at "
+                                "this value (not in the paper: a β = 1e-6 VAE gives log σ² of -16 ± 9, "
+                                "values that all decode to the same pose, and the exact KL to them is "
+                                "~1e20; below -8 sampling moves the demo VAE's poses by < 0.1x its own "
+                                "reconstruction error); none: the paper's literal Eq. 3 and 4",
+                                type=_float_or_none, label="log-variance floor {}")
+    logvar_weight: float = hyper(1.0, "weight γ of the log σ² term of Eq. 3 (the paper: 1)",
+                                 label="log-variance weight {}")
+    length_weight: float = hyper(1.0, "weight of the length L1 loss")
+    guide_weight: float = hyper(1.0, "weight of the guided-attention loss on the cross-attention (not in "
+                                "the paper; 0 with --alignment none)",
+                                label=lambda v, c: None if c.alignment == "none" else f"guide weight {v}")
+    guide_width: float = hyper(0.1, "width g of the guided-attention penalty, in units of the text length")
+    # the optimiser (§4.4)
+    weight_decay: float = hyper(1e-4, "Adam weight decay (§4.4: 1e-4)")
+    plateau_factor: float = hyper(0.9, "ReduceLROnPlateau factor (§4.4: 0.9)")
+    plateau_patience: int = hyper(40, "ReduceLROnPlateau patience (§4.4: 40)")
+
+    def __post_init__(self):
+        if self.alignment == "none":   # no character under a frame, nothing to guide toward
+            self.char_embedding, self.guide_weight = False, 0.0
+
+    def problems(self):
+        """What is wrong with the values, as messages naming the flag (train.py's argparse reports them)."""
+        checks = [("--window", self.window >= 1 and self.window % 2 == 1, "an odd positive number"),
+                  ("--query-span", self.query_span >= 1, ">= 1"),
+                  ("--max-frames", self.max_frames is None or self.max_frames >= 1, ">= 1"),
+                  ("--hand-base", all(b > 0 for b in self.hand_base), "two weights > 0"),   # Eq. 7
+                  ("--s-max", self.s_max >= 1, ">= 1"), ("--boost-alpha", self.boost_alpha >= 0, ">= 0"),
+                  ("--boost-decay", 0 <= self.boost_decay < 1, "in [0, 1)")]                 # Eq. 8
+        return [f"{flag} must be {need}, got {getattr(self, flag[2:].replace('-', '_'))}"
+                for flag, ok, need in checks if not ok]
+
+    def loss_weights(self):
+        """λ_a of Eq. 3 with fixed hand weights (§4.4.2); the dynamic ones come from HandWeightBoost."""
+        rh, lh, face = self.fixed_weights
+        return {"body": 1.0, "right_hand": rh, "left_hand": lh, "face": face}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +590,47 @@ def length_loss(ratio_hat, frames, max_frames):
     assert frames.shape == ratio_hat.shape and max_frames >= 1, f"shapes {tuple(frames.shape)}, {tuple(ratio_hat.shape)}"
     target = (frames.to(ratio_hat.dtype) / max_frames).clamp(max=1.0)                 # (B,)
     return (ratio_hat - target).abs().mean()
+
+
+def training_loss(model, batch, cfg, boost=None, rank_mean=lambda t: t):
+    """The §3.3 objective of one batch, as train.py's loop calls it:
+        Eq. 3 (λ_a from Eq. 7's boost, or cfg's fixed weights) + the length term
+        + the alignment's terms (anchors, durations, guided attention; not in the paper)
+        + cfg.kl_weight · Eq. 4 in phase 2.
+    In training (model.training) it then takes the Eq. 8 step of `boost` with this batch's
+    unweighted hand and other terms, averaged over the ranks by `rank_mean` so that every rank keeps
+    the same s(t). batch: data.collate's dict with "latent" (B, T, 160) = the VAE's [μ ‖ log σ²].
+    cfg.max_frames must be set (the stage sets it from the data). Returns (total, logs, out), out
+    the model's outputs (μ̂, log σ̂², ...)."""
+    mask = batch["frame_mask"]                                                      # (B, T)
+    mu, logvar = batch["latent"].chunk(2, -1)                                       # (B, T, 80) each
+    guide = cfg.guide_weight > 0 and model.training
+    layout = (batch["text_spans"], batch["text_chars"]) if "text_spans" in batch else None
+    out = model(batch["text_emb"], batch["text_mask"], mask, layout, target_mu=mu, return_attention=guide)
+    weights = boost.weights(face=cfg.fixed_weights[2]) if boost is not None else cfg.loss_weights()
+    l1, terms = latent_l1_loss(out["mu"], out["logvar"], mu, logvar, mask, weights, cfg.logvar_floor,
+                               cfg.logvar_weight)                                   # Eq. (3)
+    length = length_loss(out["length_ratio"], batch["lengths"], cfg.max_frames)
+    total = l1 + cfg.length_weight * length
+    logs = {"latent_l1": l1, "length": length, **{f"L_{a}": t for a, t in terms.items()}}
+    for k in ("anchor", "duration"):     # the alignment search's anchors and the duration predictor
+        if k in out:
+            logs[k] = out[k]
+            total = total + out[k]
+    if guide:
+        p, prior = out["positions"]
+        logs["guide"] = guided_attention_loss(out["attention"], prior, p, batch["text_mask"], mask,
+                                              cfg.guide_width)
+        total = total + cfg.guide_weight * logs["guide"]
+    if cfg.phase == 2:
+        logs["kl"] = gaussian_kl(out["mu"], out["logvar"], mu, logvar, mask, cfg.logvar_floor)  # Eq. (4)
+        total = total + cfg.kl_weight * logs["kl"]
+    if boost is not None and model.training:
+        pair = torch.stack([terms["right_hand"] + terms["left_hand"], terms["body"] + terms["face"]])
+        hand, other = rank_mean(pair.detach() / 2).tolist()
+        if math.isfinite(hand + other):  # else the loss is not finite either: the loop stops or skips
+            logs["s"] = torch.tensor(boost.step(hand, other))                       # Eq. (8)
+    return total, logs, out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import data
+import harness
 import render
 from data import ARTICULATORS, FPS, NUM_JOINTS, DataError
 
@@ -267,7 +268,7 @@ def import_folder(poses_dir, texts_csv, out_dir, split_by=None, ratio=(0.8, 0.1,
             + ", ".join(whole[:10]) + (" ..." if len(whole) > 10 else ""))
     os.makedirs(out_dir, exist_ok=True)
     for split, target in zip(SPLITS, targets):
-        data.atomic_save(releases[split], target)
+        harness.atomic_save(releases[split], target)
     write_atomic(os.path.join(out_dir, "import_summary.json"), json.dumps(summary, indent=1).encode())
     log(f"wrote {', '.join(f'{s}.pt ({len(releases[s])})' for s in SPLITS)} and import_summary.json to {out_dir}")
     return summary

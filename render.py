@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import data
+import harness
 
 COLORS = {"body": "#4d4d4d", "right_hand": "#d62728", "left_hand": "#1f77b4", "face": "#2ca02c"}
 
@@ -195,7 +196,7 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output prefix: writes OUT.png and OUT.gif")
     args = p.parse_args(argv)
     try:
-        preds = data.safe_load(args.poses, what="predictions file")
+        preds = harness.safe_load(args.poses, what="predictions file")
         if not isinstance(preds, dict) or not preds:
             raise data.DataError(f"{args.poses}: expected a non-empty dict {{name: poses}}, got {type(preds).__name__}")
         samples = {s["name"]: s for s in data.load_split(os.path.join(args.data_dir, f"{args.split}.pt"))}

@@ -24,7 +24,7 @@ import torch
 
 import data
 import posefile
-from data import DataError, atomic_save, load_checkpoint
+from harness import DataError, atomic_save, load_checkpoint
 from generator import A2VSLP
 from vae import load_vae, split_articulators
 

@@ -10,6 +10,7 @@ articulator a has its own residual MLP encoder giving q(z_t^(a) | x_t) = N(μ_t^
 After training, the frozen encoder gives the per-frame (μ, log σ²) targets of the generator (§4.4):
 see `cached_latents`.
 """
+import dataclasses
 import hashlib
 import logging
 import os
@@ -17,7 +18,8 @@ import os
 import torch
 import torch.nn as nn
 
-from data import ARTICULATOR_ORDER, ARTICULATORS, NUM_JOINTS, DataError, atomic_save, load_checkpoint, safe_load
+from data import ARTICULATOR_ORDER, ARTICULATORS, NUM_JOINTS
+from harness import DataError, atomic_save, hyper, load_checkpoint, safe_load
 
 log = logging.getLogger("a2vslp")
 
@@ -33,6 +35,27 @@ HIDDEN_SIZES = {
 }
 # §4.3 as printed: w_RH 10, w_LH 14, w_F 2, w_B 1 (Tables 4-5 use RH 14 / LH 10 for the generator).
 PAPER_REC_WEIGHTS = {"body": 1.0, "right_hand": 10.0, "left_hand": 14.0, "face": 2.0}
+
+
+@dataclasses.dataclass
+class VAEConfig:
+    """The VAE's hyperparameters: each field is a train.py flag (harness.add_flags), the model's
+    fields are the checkpoint's model_args. Defaults are the paper's values where it gives them."""
+    variant: str = hyper("base", "base: PHOENIX encoders; csl: the larger CSL-Daily encoders; entangled: "
+                         "Table 1 ablation", flag="--vae-variant", choices=tuple(HIDDEN_SIZES), model=True,
+                         label="{} VAE")
+    beta: float = hyper(1e-3, "KL weight β of Eq. 5 (the paper: 1e-6 PHOENIX, 1e-7 CSL-Daily, for a "
+                        "reconstruction loss whose normalisation it does not give; with this code's "
+                        "per-coordinate mean L1, 1e-6 leaves σ at e^-7, so log σ², Eq. 4 and sampling carry "
+                        "nothing; 1e-3 keeps σ informative, see docs/experiments.md)")
+    w_rh: float = hyper(10.0, "w_RH of Eq. 6 (§4.3: 10)")
+    w_lh: float = hyper(14.0, "w_LH of Eq. 6 (§4.3: 14)")
+    w_face: float = hyper(2.0, "w_F of Eq. 6 (§4.3: 2)")
+    w_body: float = hyper(1.0, "w_B of Eq. 6 (§4.3: 1)")
+
+    def weights(self):
+        """λ_a of Eq. 6."""
+        return {"body": self.w_body, "right_hand": self.w_rh, "left_hand": self.w_lh, "face": self.w_face}
 
 
 def split_articulators(x):
@@ -209,6 +232,21 @@ def vae_loss(x_hat, x, mu, logvar, mask, weights, beta):
     return loss, {"rec": rec, "kl": kl, **{f"L_{a}": t for a, t in terms.items()}}
 
 
+@torch.no_grad()
+def log_against_mean_pose(model, x, mean_pose):
+    """Log the L1 per articulator and the wrist-relative hand-shape error of the VAE (z = μ) on the
+    frames x (N, 178, 3), beside those of predicting `mean_pose` (178, 3) for every frame."""
+    x_hat, mean_pose = model.eval().reconstruct(x), mean_pose.expand_as(x)
+    for a in ARTICULATOR_ORDER:
+        err, base = ((y - x)[:, ARTICULATORS[a]].abs().mean().item() for y in (x_hat, mean_pose))
+        log.info("dev L1 %-10s VAE %.5f  mean pose %.5f  (%.1fx lower)", a, err, base, base / max(err, 1e-12))
+    ones = torch.ones(1, len(x), dtype=torch.bool, device=x.device)
+    shape, base = hand_shape_error(x_hat[None], x[None], ones), hand_shape_error(mean_pose[None], x[None], ones)
+    for a in shape:
+        log.info("dev hand shape %-10s VAE %.5f  mean pose %.5f  (%.1fx lower; finger joints relative "
+                 "to the wrist)", a, shape[a], base[a], base[a] / max(float(shape[a]), 1e-12))
+
+
 # ---------------------------------------------------------------------------------------------
 # The frozen encoder as the generator's supervision (§4.4)
 # ---------------------------------------------------------------------------------------------
@@ -217,11 +255,9 @@ def load_vae(path, map_location="cpu"):
     """Rebuild a DisentangledVAE from a `--stage vae` checkpoint (a path or its dict), or from the
     copy a generator checkpoint carries."""
     ckpt = load_checkpoint(path, "vae", "generator") if isinstance(path, (str, os.PathLike)) else path
-    if ckpt["stage"] == "generator":
-        model_args, state = ckpt.get("vae_model_args") or {"variant": ckpt["vae_variant"]}, ckpt["vae"]
-    else:                          # checkpoints before model_args held the variant in args only
-        model_args, state = ckpt.get("model_args") or {"variant": ckpt["args"]["vae_variant"]}, ckpt["model"]
-    vae = DisentangledVAE(**model_args)
+    generator = ckpt["stage"] == "generator"
+    vae = DisentangledVAE(**ckpt["vae_model_args" if generator else "model_args"])
+    state = ckpt["vae" if generator else "model"]
     vae.load_state_dict(state)
     return vae.eval().to(map_location)
 

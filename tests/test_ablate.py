@@ -174,3 +174,19 @@ def test_a_failed_job_is_named_and_its_dependents_skipped(tmp_path):
     assert "FAILED backtranslation" in proc.stdout and "logs" in proc.stderr
     assert not (out / "jobs" / "backtranslation.done").exists()
     assert not any(p.name.startswith("eval-") for p in (out / "jobs").iterdir())
+
+
+def test_variant_fields_give_the_flags_the_config_derives():
+    """ablate.py (standard library only) names flags by the configs' rule; harness.to_flags derives
+    them from GeneratorConfig itself: both agree for every variant, and the parsed flags give back
+    the variant's fields."""
+    import generator
+    import harness
+    variants = list(ablate.VARIANTS.values()) + [("base", ablate.VARIANTS[b][1] | more)
+                                                 for b, more in ablate.PHASE2.values()]
+    for _, fields in variants:
+        assert ablate.flags(fields) == harness.to_flags(generator.GeneratorConfig, **fields)
+        args = train.get_args(["--stage", "generator", "--vae", ".", "--data-dir", ".", "--out-dir", "."]
+                              + ablate.flags(fields), announce=False)
+        cfg = harness.from_args(generator.GeneratorConfig, args)
+        assert {k: getattr(cfg, k) for k in fields} == fields

@@ -307,3 +307,41 @@ def test_generator_training_rebuilds_damaged_caches_and_goes_on(tmp_path, one_th
         a, b = load(fresh / name), load(damaged / name)
         a, b = (a["emb"], b["emb"]) if name.startswith("text_emb_") else (a, b)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# ---------------------------------------------------------------------------------------------
+# The end of a 2-rank run: the process group really ends before the interpreter does
+# ---------------------------------------------------------------------------------------------
+
+END_OF_RUN = """
+import os, sys
+sys.path.insert(0, os.environ["A2VSLP_ROOT"])
+import cluster                    # as train.py: before the process group starts
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+import harness
+rank, world, device = harness.setup_distributed()
+ddp = DDP(torch.nn.Linear(4, 1))
+ddp(torch.randn(3, 4)).sum().backward()
+del ddp                           # as train.py's end: the DDP wrapper, then the group
+dist.barrier()
+cluster.end_distributed()
+threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print("gloo threads left:", sorted(t for t in threads if "gloo" in t))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="thread names come from /proc")
+def test_the_process_group_ends_before_the_interpreter_does(tmp_path):
+    """A gloo group that outlives destroy_process_group is torn down by the interpreter's final garbage
+    collection, where a gloo thread that needs the GIL aborts the process (SIGABRT, "terminate called
+    without an active exception": a finished 2-rank run reported as failed, rarely, under load). With
+    cluster imported before the group starts (torch.distributed.nn's group.WORLD defaults then hold
+    nothing) and the DDP wrapper freed first, end_distributed leaves no gloo thread running; imported
+    after init_process_group, the same script leaves gloo_tcp_loop and two pt_gloo_runloop threads."""
+    script = tmp_path / "end_of_run.py"
+    script.write_text(END_OF_RUN)
+    proc = torchrun(2, [str(script)], env={"A2VSLP_ROOT": ROOT, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("gloo threads left: []") == 2, proc.stdout[-2000:]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import data
+import harness
 
 
 def sample(name="s0", n=5, **over):
@@ -236,16 +237,15 @@ def test_a_ctrl_c_during_a_save_waits_for_the_file_to_be_whole(tmp_path):
     """torch.save turns an interrupt in mid-write into a RuntimeError about its zip stream; atomic_save
     holds the Ctrl-C until the file is written and renamed, then raises it as usual."""
     import signal
-    import data
     path = tmp_path / "ckpt.pt"
     # Python's Ctrl-C handler, as in a terminal (a shell's background job starts with SIGINT ignored)
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            data.atomic_save({"w": torch.arange(5), "x": _InterruptWhilePickled()}, path)
+            harness.atomic_save({"w": torch.arange(5), "x": _InterruptWhilePickled()}, path)
         ran_on = []
         with pytest.raises(KeyboardInterrupt):
-            with data.sigint_deferred():
+            with harness.sigint_deferred():
                 os.kill(os.getpid(), signal.SIGINT)
                 ran_on.append("after the signal")
         assert ran_on == ["after the signal"]
