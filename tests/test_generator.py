@@ -629,3 +629,39 @@ def test_aligned_model_forward_and_generate_use_the_spans():
     poses = model.generate(text, TEXT_MASK, lambda z: z[..., None, :].expand(*z.shape[:-1], 2, LATENT),
                            sample=False, lengths=[8, 6], layout=LAYOUT)
     torch.testing.assert_close(poses[0][:, 0], out["mu"][0], atol=1e-5, rtol=1e-5)
+
+
+def test_training_loss_is_the_sum_of_the_section_3_3_terms():
+    """G.training_loss against the terms assembled by hand from the model's outputs: phase 2 with
+    fixed weights is Eq. 3 + w_len · length + w_KL · Eq. 4; with the boost, λ comes from Eq. 7 and
+    one Eq. 8 step is taken with the batch's unweighted hand and other terms."""
+    model = tiny_model(dropout=0.0).eval()
+    B, T, L = 2, 9, 5
+    g = torch.Generator().manual_seed(3)
+    frame_mask = torch.arange(T)[None] < torch.tensor([[9], [6]])
+    batch = {"text_emb": torch.randn(B, L, 12, generator=g), "text_mask": torch.arange(L)[None] < torch.tensor([[5], [3]]),
+             "frame_mask": frame_mask, "latent": torch.randn(B, T, 2 * LATENT, generator=g),
+             "lengths": frame_mask.sum(1)}
+    cfg = G.GeneratorConfig(alignment="none", phase=2, hand_weights="fixed", kl_weight=0.01, length_weight=0.5,
+                            logvar_floor=-4.0, max_frames=16)
+    total, logs, out = G.training_loss(model, batch, cfg)
+    mu, logvar = batch["latent"].chunk(2, -1)
+    fixed = {"body": 1.0, "right_hand": 14.0, "left_hand": 10.0, "face": 2.0}
+    l1, _ = G.latent_l1_loss(out["mu"], out["logvar"], mu, logvar, frame_mask, fixed, -4.0)
+    length = (out["length_ratio"] - (frame_mask.sum(1) / 16).clamp(max=1)).abs().mean()
+    kl = G.gaussian_kl(out["mu"], out["logvar"], mu, logvar, frame_mask, -4.0)
+    torch.testing.assert_close(total, l1 + 0.5 * length + 0.01 * kl)
+    assert set(logs) == {"latent_l1", "length", "kl", *(f"L_{a}" for a in ARTICULATOR_ORDER)}
+
+    boost = G.HandWeightBoost(base=(3.0, 2.0), s_max=4.0, alpha=0.5, ema_decay=0.0)
+    boost.s = 1.5
+    cfg = G.GeneratorConfig(alignment="none", max_frames=16)                    # phase 1, dynamic
+    model.train()
+    torch.manual_seed(0)
+    total, logs, out = G.training_loss(model, batch, cfg, boost)
+    l1, terms = G.latent_l1_loss(out["mu"], out["logvar"], mu, logvar, frame_mask,
+                                 {"body": 1.0, "right_hand": 4.5, "left_hand": 3.0, "face": 2.0}, -8.0)
+    length = (out["length_ratio"] - (frame_mask.sum(1) / 16).clamp(max=1)).abs().mean()
+    torch.testing.assert_close(total, l1 + length)
+    ratio = (terms["right_hand"] + terms["left_hand"]) / (terms["body"] + terms["face"] + 1e-8)
+    assert logs["s"].item() == pytest.approx(min(max(1.5 * ratio.item() ** 0.5, 1.0), 4.0), rel=1e-5)
