@@ -218,10 +218,8 @@ def describe(cfg):
         value, label = getattr(cfg, f.name), f.metadata["label"]
         if value == f.default or label is False:
             continue
-        flag = flag_name(type(cfg), f)
-        generic = (flag if value else "--no-" + flag[2:]) if isinstance(value, bool) else \
-            f"{flag} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
-        text = label(value, cfg) if callable(label) else label.format(value) if label else generic
+        text = label(value, cfg) if callable(label) else label.format(value) if label else \
+            " ".join(to_flags(type(cfg), **{f.name: value}))
         if text:
             out.append(text)
     return out
