@@ -30,8 +30,8 @@ import subprocess
 import sys
 import time
 
-METRICS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE", "WER", "TotDist", "Dur")   # evaluate.COLUMNS
-ARROWS = {"DTW": "↓", "WER": "↓", "TotDist": "→1", "Dur": "→1"}   # evaluate.ARROWS; the others: ↑
+METRICS = ("DTW", "B1", "B2", "B3", "B4", "chrF", "ROUGE", "WER", "TotDist", "Dur")   # metrics.COLUMNS
+ARROWS = {"DTW": "↓", "WER": "↓", "TotDist": "→1", "Dur": "→1"}   # metrics.ARROWS; the others: ↑
 PAPER_METRICS = ("B1", "B2", "B3", "B4", "chrF", "ROUGE")          # the columns of the paper's tables
 # Variants are GeneratorConfig field values (generator.py); flags() turns them into train.py's flags
 # by the configs' naming rule, so this script needs the standard library only (harness.to_flags does

@@ -3,7 +3,7 @@
     python benchmarks/dtw.py                      # 642 pairs, lengths 40-100, 178×3 joints
     pip install fastdtw                           # optional: time the challenge's way side by side
 
-Times evaluate.dtw_mje (exact DTW, one vectorised numpy step per anti-diagonal for a chunk of
+Times metrics.dtw_mje (exact DTW, one vectorised numpy step per anti-diagonal for a chunk of
 pairs, one thread of Python) on all pairs and, if the fastdtw package is installed
 (it is not a dependency; `make bench` installs it), the challenge's DTW-MJE as its evaluation code
 computes it (fastdtw with radius 1 and a per-cell Python distance that turns both frames into torch
@@ -11,7 +11,7 @@ tensors, then the per-joint errors along that path) on a subset of the pairs, al
 --rounds rounds: this shared machine's speed drifts by tens of percent from second to second, so
 medians and per-round ratios are reported. Also timed once, on subsets (time per pair
 extrapolated): fastdtw with scipy's euclidean as the distance, and a naive pure-Python O(nm) DP
-whose DTW costs and paths are compared with evaluate.dtw_align. The challenge's DTW-MJE is quoted
+whose DTW costs and paths are compared with metrics.dtw_align. The challenge's DTW-MJE is quoted
 at ~35 ms per pair on the project machine.
 """
 import argparse
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import evaluate  # noqa: E402
+
+import metrics  # noqa: E402
 
 QUOTED_FASTDTW_MS = 35.0  # challenge's fastdtw DTW-MJE per 40-100-frame pair on this machine
 
@@ -34,7 +35,7 @@ def random_pairs(num, lo, hi, seed):
     lengths = torch.randint(lo, hi + 1, (num, 2), generator=g)
 
     def walk(n):
-        return (0.05 * torch.randn(n, evaluate.NUM_JOINTS, 3, generator=g)).cumsum(0)
+        return (0.05 * torch.randn(n, metrics.NUM_JOINTS, 3, generator=g)).cumsum(0)
 
     return [walk(int(n)) for n, _ in lengths], [walk(int(m)) for _, m in lengths]
 
@@ -99,7 +100,7 @@ def main():
 
     preds, refs = random_pairs(args.pairs, args.min_len, args.max_len, args.seed)
     print(f"{args.pairs} random pairs, lengths {args.min_len}-{args.max_len}, "
-          f"{evaluate.NUM_JOINTS}x3 joints; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+          f"{metrics.NUM_JOINTS}x3 joints; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     try:
         from fastdtw import fastdtw
         from scipy.spatial.distance import euclidean
@@ -115,7 +116,7 @@ def main():
 
     ours, theirs = [], []                 # (wall, cpu) per round; the two alternate, side by side
     for _ in range(args.rounds):
-        mje, wall, cpu = timed(evaluate.dtw_mje, preds, refs)
+        mje, wall, cpu = timed(metrics.dtw_mje, preds, refs)
         ours.append((wall, cpu))
         if fastdtw is not None:
             fast, wall, cpu = timed(challenge)
@@ -124,9 +125,9 @@ def main():
     def median(runs, num):                # median wall and CPU time per pair, ms
         return tuple(1000 * float(np.median([r[i] for r in runs])) / num for i in (0, 1))
 
-    rows = [(f"evaluate.dtw_mje (exact), median of {args.rounds} rounds", args.pairs,
+    rows = [(f"metrics.dtw_mje (exact), median of {args.rounds} rounds", args.pairs,
              *median(ours, args.pairs)),
-            (f"evaluate.dtw_mje (exact), fastest of {args.rounds} rounds", args.pairs,
+            (f"metrics.dtw_mje (exact), fastest of {args.rounds} rounds", args.pairs,
              *(1000 * t / args.pairs for t in min(ours)))]
     refs_ms = {}                          # reference ms/pair the speed-up columns divide
     if fastdtw is not None:
@@ -158,14 +159,14 @@ def main():
         print(f"\nper round, challenge ms/pair over ours (measured one right after the other): "
               f"median {np.median(ratios):.1f}x, lowest {ratios[0]:.1f}x, highest {ratios[-1]:.1f}x")
     print(f"DTW-MJE of the random pairs: {mje:.6f}")
-    costs, paths = evaluate.dtw_align(preds[:k], refs[:k])
+    costs, paths = metrics.dtw_align(preds[:k], refs[:k])
     ref_costs = np.array([c for c, _ in naive])
     rel = np.abs(costs - ref_costs).max() / ref_costs.max()
     same = sum(np.array_equal(a, b) for a, b in zip(paths, [pth for _, pth in naive]))
     print(f"exactness vs naive DP on {k} pairs: max relative DTW-cost difference {rel:.2e}, "
           f"identical warping paths {same}/{k}")
     if fastdtw is not None:
-        exact = evaluate.dtw_align(preds[:k2], refs[:k2])[0]
+        exact = metrics.dtw_align(preds[:k2], refs[:k2])[0]
         ratio = np.array([c for c, _ in fast]) / exact
         print(f"fastdtw cost / exact cost on {k2} pairs: min {ratio.min():.4f}, "
               f"mean {ratio.mean():.4f} (exact DTW is never costlier)")

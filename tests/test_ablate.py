@@ -77,8 +77,8 @@ def test_mean_std_and_claims_against_the_statistics_module():
 
 
 def test_the_columns_are_evaluate_py_s():
-    import evaluate
-    assert ablate.METRICS == evaluate.COLUMNS and ablate.ARROWS == evaluate.ARROWS
+    import metrics
+    assert ablate.METRICS == metrics.COLUMNS and ablate.ARROWS == metrics.ARROWS
 
 
 def write_eval(out, variant, seed, **cols):

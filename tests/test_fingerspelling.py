@@ -48,26 +48,27 @@ def fitted(tmp_path_factory):
 
 def read_by_retrieval(seqs, samples):
     """The text of the nearest training ground truth (least DTW cost) of every sequence."""
-    import evaluate
+    import metrics
     refs = [s["poses_3d"] for s in samples]
     pairs = [(q, r) for q in seqs for r in refs]
-    cost, _ = evaluate.dtw_align([q for q, _ in pairs], [r for _, r in pairs])
+    cost, _ = metrics.dtw_align([q for q, _ in pairs], [r for _, r in pairs])
     nearest = np.asarray(cost).reshape(len(seqs), len(refs)).argmin(1)
     return [samples[j]["text"] for j in nearest]
 
 
 def test_generator_spells_its_training_sentences(fitted):
     import evaluate
+    import metrics
     samples, generated, recon = fitted
     texts, gts = [s["text"] for s in samples], [s["poses_3d"] for s in samples]
-    constant = evaluate.chrf([evaluate.most_frequent(texts)] * len(texts), texts)
+    constant = metrics.chrf([evaluate.most_frequent(texts)] * len(texts), texts)
     gain = {}
     mean_pose = torch.cat(gts).mean(0)
     rows = {"generated": generated, "VAE": recon,
             "mean pose": [mean_pose.expand(len(g), -1, -1) for g in generated]}
     for label, seqs in rows.items():
-        gain[label] = (evaluate.chrf(read_by_retrieval(seqs, samples), texts) - constant) / (100.0 - constant)
-    dist = {label: evaluate.total_distance(seqs, gts) for label, seqs in rows.items()}
+        gain[label] = (metrics.chrf(read_by_retrieval(seqs, samples), texts) - constant) / (100.0 - constant)
+    dist = {label: metrics.total_distance(seqs, gts) for label, seqs in rows.items()}
     report = f"chrF gain shares {gain}, Total Distance {dist}"
     assert gain["mean pose"] < 0.2 and dist["mean pose"] == 0.0, report   # the reader cannot be fooled
     assert gain["VAE"] > 0.9, report

@@ -1,4 +1,4 @@
-"""Tests of the evaluation metrics (evaluate.py) against sacrebleu, nltk, hand computations, closed
+"""Tests of the evaluation metrics (metrics.py) against sacrebleu, nltk, hand computations, closed
 forms, naive DPs and per-frame loops."""
 import functools
 import math
@@ -14,6 +14,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import evaluate  # noqa: E402
+import metrics  # noqa: E402
 
 HYPS = ["am tag scheint die sonne im süden", "morgen regen und gewitter",
         "über den bergen schnee", "das wetter wird schön", "nachts frost"]
@@ -29,44 +30,44 @@ REFS = ["am tag scheint im süden die sonne", "morgen viel regen und örtlich ge
 def test_bleu_matches_sacrebleu(n):
     metric = BLEU(max_ngram_order=n, tokenize="none", smooth_method="floor", smooth_value=0.0,
                   effective_order=True)
-    assert evaluate.bleu(HYPS, REFS, n) == pytest.approx(metric.corpus_score(HYPS, [REFS]).score)
+    assert metrics.bleu(HYPS, REFS, n) == pytest.approx(metric.corpus_score(HYPS, [REFS]).score)
 
 
 def test_bleu_hand_computed():
     # n-gram precisions 5/6, 3/5, 1/4, 0/3; equal lengths so no brevity penalty.
     hyps, refs = ["the cat sat on the mat"], ["the cat is on the mat"]
-    assert evaluate.bleu(hyps, refs, 1) == pytest.approx(100 * 5 / 6)
-    assert evaluate.bleu(hyps, refs, 2) == pytest.approx(100 * math.sqrt(5 / 6 * 3 / 5))
-    assert evaluate.bleu(hyps, refs, 3) == pytest.approx(50.0)  # (1/8)^(1/3)
-    assert evaluate.bleu(hyps, refs, 4) == pytest.approx(0.0, abs=1e-6)  # no smoothing
+    assert metrics.bleu(hyps, refs, 1) == pytest.approx(100 * 5 / 6)
+    assert metrics.bleu(hyps, refs, 2) == pytest.approx(100 * math.sqrt(5 / 6 * 3 / 5))
+    assert metrics.bleu(hyps, refs, 3) == pytest.approx(50.0)  # (1/8)^(1/3)
+    assert metrics.bleu(hyps, refs, 4) == pytest.approx(0.0, abs=1e-6)  # no smoothing
 
 
 def test_bleu_effective_order_on_short_hypothesis():
     # "a b" has no 3- or 4-grams: effective order keeps BLEU-4 = BLEU-2 = BP * 100.
     expected = 100 * math.exp(1 - 3 / 2)
-    assert evaluate.bleu(["a b"], ["a b c"], 4) == pytest.approx(expected)
+    assert metrics.bleu(["a b"], ["a b c"], 4) == pytest.approx(expected)
     no_eff = BLEU(max_ngram_order=4, tokenize="none", smooth_method="floor", smooth_value=0.0)
     assert no_eff.corpus_score(["a b"], [["a b c"]]).score == pytest.approx(0.0, abs=1e-6)
 
 
 def test_bleu_is_case_sensitive_and_untokenized():
-    assert evaluate.bleu(["Wetter"], ["wetter"], 1) == pytest.approx(0.0, abs=1e-6)
-    assert evaluate.bleu(["wetter."], ["wetter ."], 1) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.bleu(["Wetter"], ["wetter"], 1) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.bleu(["wetter."], ["wetter ."], 1) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_bleu_signature():
-    sig = evaluate.bleu_signature(4)
+    sig = metrics.bleu_signature(4)
     for part in ("tok:none", "smooth:floor", "eff:yes", "case:mixed"):
         assert part in sig, sig
 
 
 def test_chrf_matches_sacrebleu():
-    assert evaluate.chrf(HYPS, REFS) == pytest.approx(CHRF().corpus_score(HYPS, [REFS]).score)
-    assert evaluate.chrf(REFS, REFS) == pytest.approx(100.0)
+    assert metrics.chrf(HYPS, REFS) == pytest.approx(CHRF().corpus_score(HYPS, [REFS]).score)
+    assert metrics.chrf(REFS, REFS) == pytest.approx(100.0)
 
 
-@pytest.mark.parametrize("fn", [lambda h, r: evaluate.bleu(h, r, 4), evaluate.chrf,
-                                evaluate.rouge_l, evaluate.wer])
+@pytest.mark.parametrize("fn", [lambda h, r: metrics.bleu(h, r, 4), metrics.chrf,
+                                metrics.rouge_l, metrics.wer])
 def test_text_metrics_reject_bad_input(fn):
     with pytest.raises(ValueError, match="hypotheses"):
         fn(["a"], ["a", "b"])
@@ -104,16 +105,16 @@ def naive_rouge_l(hyps, refs, beta=1.2):
 
 
 def test_rouge_l_matches_lcs_definition():
-    assert evaluate.rouge_l(HYPS, REFS) == pytest.approx(naive_rouge_l(HYPS, REFS))
-    assert evaluate.rouge_l(REFS, REFS) == pytest.approx(100.0)
+    assert metrics.rouge_l(HYPS, REFS) == pytest.approx(naive_rouge_l(HYPS, REFS))
+    assert metrics.rouge_l(REFS, REFS) == pytest.approx(100.0)
 
 
 def test_rouge_l_keeps_umlauts_and_uses_beta_1_2():
     # LCS "über die": P = 2/2, R = 2/3 -> F_1.2 = 2.44 * (2/3) / (2/3 + 1.44)
     expected = 100 * 2.44 * (2 / 3) / (2 / 3 + 1.44)
-    assert evaluate.rouge_l(["über die"], ["über die täler"]) == pytest.approx(expected)
-    assert evaluate.rouge_l(["über"], ["uber"]) == 0.0
-    assert evaluate.rouge_l([""], ["über"]) == 0.0
+    assert metrics.rouge_l(["über die"], ["über die täler"]) == pytest.approx(expected)
+    assert metrics.rouge_l(["über"], ["uber"]) == 0.0
+    assert metrics.rouge_l([""], ["über"]) == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def test_edit_distance_matches_naive_recursion_and_nltk():
     rng = random.Random(0)
     hyps, refs = random_sentences(rng, 300), random_sentences(rng, 300)
     for h, r in zip(hyps, refs):
-        assert evaluate.edit_distance(h, r) == naive_edit_distance(h, r) == nltk_edit_distance(h, r)
+        assert metrics.edit_distance(h, r) == naive_edit_distance(h, r) == nltk_edit_distance(h, r)
 
 
 def test_wer_is_corpus_level_edits_over_reference_words():
@@ -146,9 +147,9 @@ def test_wer_is_corpus_level_edits_over_reference_words():
     hyps, refs = random_sentences(rng, 50), random_sentences(rng, 50)
     refs[0] = refs[0] or ["a"]                        # at least one reference word
     expected = 100 * sum(map(naive_edit_distance, hyps, refs)) / sum(map(len, refs))
-    assert evaluate.wer([" ".join(h) for h in hyps], [" ".join(r) for r in refs]) == pytest.approx(expected)
+    assert metrics.wer([" ".join(h) for h in hyps], [" ".join(r) for r in refs]) == pytest.approx(expected)
     # one sentence with 1 error in 1 word, one with 0 in 4: corpus 1/5, not the mean 1/2 of sentence rates
-    assert evaluate.wer(["a", "a b c d"], ["b", "a b c d"]) == pytest.approx(20.0)
+    assert metrics.wer(["a", "a b c d"], ["b", "a b c d"]) == pytest.approx(20.0)
 
 
 @pytest.mark.parametrize("hyp, ref, expected", [
@@ -167,12 +168,12 @@ def test_wer_is_corpus_level_edits_over_reference_words():
     ("Привет, мир!", "привет мир", 0.0),                       # any script
 ])
 def test_wer_hand_computed(hyp, ref, expected):
-    assert evaluate.wer([hyp], [ref]) == pytest.approx(expected)
+    assert metrics.wer([hyp], [ref]) == pytest.approx(expected)
 
 
 def test_wer_needs_reference_words():
     with pytest.raises(ValueError, match="no words"):
-        evaluate.wer(["a"], [" . !"])
+        metrics.wer(["a"], [" . !"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,37 +233,37 @@ LENGTHS = [(1, 1), (1, 7), (6, 1), (5, 5), (9, 4), (3, 12), (13, 10), (2, 2), (8
 
 def test_dtw_matches_naive_dp():
     preds, refs = random_pairs(LENGTHS)
-    costs, paths = evaluate.dtw_align(preds, refs)
+    costs, paths = metrics.dtw_align(preds, refs)
     for p, r, cost, path in zip(preds, refs, costs, paths):
         x, y = p.double().reshape(len(p), -1).numpy(), r.double().reshape(len(r), -1).numpy()
         ref_cost, ref_path = naive_dtw(x, y)
         assert cost == pytest.approx(ref_cost, rel=1e-12)
         np.testing.assert_array_equal(path, ref_path)
-    assert evaluate.dtw_mje(preds, refs) == pytest.approx(naive_mje(preds, refs), rel=1e-6)
+    assert metrics.dtw_mje(preds, refs) == pytest.approx(naive_mje(preds, refs), rel=1e-6)
 
 
 def test_dtw_chunking_and_batching_change_nothing(monkeypatch):
     preds, refs = random_pairs(LENGTHS * 3, seed=1)
-    costs, paths = evaluate.dtw_align(preds, refs)
-    mje = evaluate.dtw_mje(preds, refs)
-    monkeypatch.setattr(evaluate, "CHUNK_CELLS", 300)  # many small chunks
-    monkeypatch.setattr(evaluate, "FRAME_BATCH", 2)
-    costs2, paths2 = evaluate.dtw_align(preds, refs)
+    costs, paths = metrics.dtw_align(preds, refs)
+    mje = metrics.dtw_mje(preds, refs)
+    monkeypatch.setattr(metrics, "CHUNK_CELLS", 300)  # many small chunks
+    monkeypatch.setattr(metrics, "FRAME_BATCH", 2)
+    costs2, paths2 = metrics.dtw_align(preds, refs)
     np.testing.assert_allclose(costs2, costs, rtol=1e-12)
     for a, b in zip(paths, paths2):
         np.testing.assert_array_equal(a, b)
-    assert evaluate.dtw_mje(preds, refs) == mje  # same paths, errors summed in pair order
+    assert metrics.dtw_mje(preds, refs) == mje  # same paths, errors summed in pair order
     # one pair at a time
-    singles = [evaluate.dtw_align([p], [r])[0][0] for p, r in zip(preds, refs)]
+    singles = [metrics.dtw_align([p], [r])[0][0] for p, r in zip(preds, refs)]
     np.testing.assert_allclose(singles, costs, rtol=1e-12)
 
 
 def test_dtw_bad_pair_is_named(monkeypatch):
     preds, refs = random_pairs(LENGTHS * 2, seed=6)
     refs[13][2, 5, 1] = float("nan")
-    monkeypatch.setattr(evaluate, "CHUNK_CELLS", 400)
+    monkeypatch.setattr(metrics, "CHUNK_CELLS", 400)
     with pytest.raises(ValueError, match=r"preds\[13\] or refs\[13\] contains NaN or inf"):
-        evaluate.dtw_mje(preds, refs)
+        metrics.dtw_mje(preds, refs)
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -277,8 +278,8 @@ def test_dtw_wavefront_matches_naive_recursion(N, M, ties):
     C = np.full((len(n), N, M), np.inf)                               # (P, N, M), +inf padding
     for p in range(len(n)):
         C[p, :n[p], :m[p]] = c[p]
-    S = evaluate.dtw_accumulate(evaluate.skew(C))
-    paths = evaluate.dtw_backtrack(S, n, m)
+    S = metrics.dtw_accumulate(metrics.skew(C))
+    paths = metrics.dtw_backtrack(S, n, m)
     for p in range(len(n)):
         ref = naive_accumulate(c[p])
         i, j = np.indices(ref.shape)
@@ -293,13 +294,13 @@ def test_dtw_wavefront_matches_naive_recursion(N, M, ties):
 def test_dtw_mje_zero_for_identical_and_time_warped_copies():
     g = torch.Generator().manual_seed(2)
     ref = torch.randn(20, 178, 3, generator=g)
-    assert evaluate.dtw_mje([ref], [ref.clone()]) == 0.0
+    assert metrics.dtw_mje([ref], [ref.clone()]) == 0.0
     # delayed start, a held frame and a doubled ending: a warped copy aligns at zero cost
     idx = [0, 0, 0] + list(range(1, 10)) + [9, 9] + list(range(10, 20)) + [19]
     warped = ref[idx]
-    assert evaluate.dtw_mje([warped], [ref]) == pytest.approx(0.0, abs=1e-12)
-    assert evaluate.dtw_mje([ref], [warped]) == pytest.approx(0.0, abs=1e-12)
-    assert evaluate.dtw_align([warped], [ref])[0][0] == 0.0  # near-equal frames: exact costs
+    assert metrics.dtw_mje([warped], [ref]) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.dtw_mje([ref], [warped]) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.dtw_align([warped], [ref])[0][0] == 0.0  # near-equal frames: exact costs
 
 
 def test_dtw_costs_exact_for_near_equal_frames():
@@ -307,7 +308,7 @@ def test_dtw_costs_exact_for_near_equal_frames():
     g = torch.Generator().manual_seed(4)
     refs = [torch.randn(n, 178, 3, generator=g, dtype=torch.float64) * 10 + 100 for n in (6, 9)]
     preds = [r + 1e-7 * torch.randn(r.shape, generator=g, dtype=torch.float64) for r in refs]
-    costs, _ = evaluate.dtw_align(preds, refs)
+    costs, _ = metrics.dtw_align(preds, refs)
     for p, r, cost in zip(preds, refs, costs):
         ref_cost, _ = naive_dtw(p.reshape(len(p), -1).numpy(), r.reshape(len(r), -1).numpy())
         assert cost == pytest.approx(ref_cost, rel=1e-9)
@@ -319,13 +320,13 @@ def test_dtw_mje_hand_computed():
     ref = np.zeros((2, 178, 3))
     ref[0, :, 0] = 3.0  # every joint 3 away
     ref[1, :, 1] = 4.0  # every joint 4 away
-    assert evaluate.dtw_mje([pred], [ref]) == pytest.approx(3.5)
+    assert metrics.dtw_mje([pred], [ref]) == pytest.approx(3.5)
 
 
 def test_dtw_tie_break_prefers_diagonal():
     frame = np.ones((1, 178, 3))
     seq = np.concatenate([frame, frame])  # all local costs zero: every step is a tie
-    _, paths = evaluate.dtw_align([seq], [seq])
+    _, paths = metrics.dtw_align([seq], [seq])
     np.testing.assert_array_equal(paths[0], [[0, 0], [1, 1]])
 
 
@@ -334,29 +335,29 @@ def test_dtw_mje_accepts_float16_and_numpy():
     p16 = [p.half() for p in preds]
     r_np = [r.numpy().astype(np.float16) for r in refs]
     expected = naive_mje([p.float().numpy() for p in p16], [r.astype(np.float32) for r in r_np])
-    assert evaluate.dtw_mje(p16, r_np) == pytest.approx(expected, rel=1e-6)
+    assert metrics.dtw_mje(p16, r_np) == pytest.approx(expected, rel=1e-6)
     f64 = [p.double().numpy() for p in preds], [r.double() for r in refs]
-    assert evaluate.dtw_mje(*f64) == pytest.approx(naive_mje(preds, refs), rel=1e-10)
+    assert metrics.dtw_mje(*f64) == pytest.approx(naive_mje(preds, refs), rel=1e-10)
 
 
 def test_dtw_mje_rejects_bad_input():
     good = torch.zeros(4, 178, 3)
     with pytest.raises(ValueError, match="2 predicted but 1 reference"):
-        evaluate.dtw_mje([good, good], [good])
+        metrics.dtw_mje([good, good], [good])
     with pytest.raises(ValueError, match="empty"):
-        evaluate.dtw_mje([], [])
+        metrics.dtw_mje([], [])
     with pytest.raises(ValueError, match=r"refs\[0\] must have shape"):
-        evaluate.dtw_mje([good], [torch.zeros(4, 177, 3)])
+        metrics.dtw_mje([good], [torch.zeros(4, 177, 3)])
     with pytest.raises(ValueError, match=r"preds\[0\] must have shape"):
-        evaluate.dtw_mje([torch.zeros(0, 178, 3)], [good])
+        metrics.dtw_mje([torch.zeros(0, 178, 3)], [good])
     with pytest.raises(ValueError, match=r"preds\[0\] must have shape"):
-        evaluate.dtw_mje([torch.zeros(4, 534)], [good])
+        metrics.dtw_mje([torch.zeros(4, 534)], [good])
     with pytest.raises(ValueError, match="must be a list"):
-        evaluate.dtw_mje(good, good)
+        metrics.dtw_mje(good, good)
     bad = good.clone()
     bad[1, 3, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
-        evaluate.dtw_mje([good, good], [good, bad])
+        metrics.dtw_mje([good, good], [good, bad])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,19 +384,19 @@ def naive_total_distance(preds, refs):
 
 def test_wrists_are_the_body_wrists_of_the_layout():
     from data import JOINT_NAMES
-    assert evaluate.WRISTS == (5, 2)
-    assert [JOINT_NAMES[j] for j in evaluate.WRISTS] == ["LWrist", "RWrist"]
+    assert metrics.WRISTS == (5, 2)
+    assert [JOINT_NAMES[j] for j in metrics.WRISTS] == ["LWrist", "RWrist"]
 
 
 def test_total_distance_matches_a_per_frame_loop():
     preds, refs = random_pairs(LENGTHS, seed=5)
-    assert evaluate.total_distance(preds, refs) == pytest.approx(naive_total_distance(preds, refs), rel=1e-9)
+    assert metrics.total_distance(preds, refs) == pytest.approx(naive_total_distance(preds, refs), rel=1e-9)
     # only the wrists count: moving every other joint changes nothing
     moved = [p.clone() for p in preds]
     others = [j for j in range(178) if j not in (2, 5)]
     for p in moved:
         p[:, others] = torch.randn(len(p), len(others), 3, generator=torch.Generator().manual_seed(len(p))) * 9
-    assert evaluate.total_distance(moved, refs) == pytest.approx(evaluate.total_distance(preds, refs), rel=1e-12)
+    assert metrics.total_distance(moved, refs) == pytest.approx(metrics.total_distance(preds, refs), rel=1e-12)
 
 
 def straight_line(steps, v_left, v_right):
@@ -412,37 +413,37 @@ def test_total_distance_closed_form_for_straight_lines():
     # left: mean path (40 + 10)·0.05 / 2 = 1.25; right (40 + 10)·0.01 / 2 = 0.25
     slow = [straight_line(20, (0.0, 0.0, 0.05), (0.01, 0.0, 0.0)), straight_line(30, (0.05, 0, 0), (0, 0, 0))]
     # prediction left: (20 + 30)·0.05 / 2 = 1.25 -> ratio 1; right: 20·0.01 / 2 = 0.1 -> ratio 0.4
-    assert evaluate.total_distance(slow, gts) == pytest.approx((1.0 + 0.4) / 2, rel=1e-12)
-    assert evaluate.total_distance(gts, gts) == 1.0
+    assert metrics.total_distance(slow, gts) == pytest.approx((1.0 + 0.4) / 2, rel=1e-12)
+    assert metrics.total_distance(gts, gts) == 1.0
     frozen = [np.repeat(g[:1], len(g), axis=0) for g in gts]          # the first pose, held
-    assert evaluate.total_distance(frozen, gts) == 0.0
+    assert metrics.total_distance(frozen, gts) == 0.0
     # a straight line keeps its length under [::2] (even step counts): the metric at 12.5 fps
     sub = [g[::2] for g in gts]
-    assert [evaluate.path_length(s.reshape(len(s), -1), 5) for s in sub] == pytest.approx([2.0, 0.5])
+    assert [metrics.path_length(s.reshape(len(s), -1), 5) for s in sub] == pytest.approx([2.0, 0.5])
     # a mean over sequences, then the ratio: not the mean of per-sequence ratios
     one = straight_line(10, (0.1, 0, 0), (0.1, 0, 0))                  # path 1 for both wrists
     three = straight_line(10, (0.3, 0, 0), (0.3, 0, 0))                # path 3
-    assert evaluate.total_distance([one, one], [one, three]) == pytest.approx(0.5)
+    assert metrics.total_distance([one, one], [one, three]) == pytest.approx(0.5)
 
 
 def test_total_distance_of_a_still_ground_truth_is_nan_and_checks_its_input():
     still = np.zeros((5, 178, 3))
-    assert math.isnan(evaluate.total_distance([straight_line(4, (1, 0, 0), (1, 0, 0))], [still]))
+    assert math.isnan(metrics.total_distance([straight_line(4, (1, 0, 0), (1, 0, 0))], [still]))
     with pytest.raises(ValueError, match="2 predicted but 1 reference"):
-        evaluate.total_distance([still, still], [still])
+        metrics.total_distance([still, still], [still])
     preds, refs = random_pairs([(6, 4), (3, 9)], seed=7)
     p16, r_np = [p.half() for p in preds], [r.numpy() for r in refs]          # any real dtype, torch or numpy
-    assert evaluate.total_distance(p16, r_np) == pytest.approx(
+    assert metrics.total_distance(p16, r_np) == pytest.approx(
         naive_total_distance([p.float().numpy() for p in p16], r_np), rel=1e-6)
 
 
 def test_average_duration_hand_computed():
     preds = [np.zeros((n, 178, 3)) for n in (10, 5, 30)]
     gts = [np.zeros((m, 178, 3)) for m in (20, 5, 10)]
-    assert evaluate.average_duration(preds, gts) == pytest.approx((0.5 + 1 + 3) / 3)   # not 45 / 35
-    assert evaluate.average_duration(gts, gts) == 1.0
+    assert metrics.average_duration(preds, gts) == pytest.approx((0.5 + 1 + 3) / 3)   # not 45 / 35
+    assert metrics.average_duration(gts, gts) == 1.0
     with pytest.raises(ValueError, match=r"preds\[0\] must have shape"):
-        evaluate.average_duration([np.zeros((0, 178, 3))], gts[:1])
+        metrics.average_duration([np.zeros((0, 178, 3))], gts[:1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,12 +452,12 @@ def test_average_duration_hand_computed():
 
 def test_score_rows_hold_every_column_and_the_table_prints_them(capsys):
     preds, gts = [straight_line(8, (0.1, 0, 0), (0, 0.1, 0))], [straight_line(16, (0.1, 0, 0), (0, 0.1, 0))]
-    row = evaluate.score(["am tag regen ."], ["Am Tag viel Regen"], preds, gts)
-    assert tuple(row) == evaluate.COLUMNS
+    row = metrics.score(["am tag regen ."], ["Am Tag viel Regen"], preds, gts)
+    assert tuple(row) == metrics.COLUMNS
     assert row["WER"] == pytest.approx(25.0)                       # one deletion in four words
     assert row["TotDist"] == pytest.approx(0.5) and row["Dur"] == pytest.approx(9 / 17)
     assert row["DTW"] == pytest.approx(naive_mje(preds, gts))
-    text_only = evaluate.score(["am tag"], ["am tag"])               # the constant-text baseline
+    text_only = metrics.score(["am tag"], ["am tag"])               # the constant-text baseline
     assert text_only["WER"] == 0.0 and text_only["DTW"] is text_only["TotDist"] is text_only["Dur"] is None
     evaluate.print_table([{"name": "GT", **row}, {"name": "constant text", **text_only}])
     lines = capsys.readouterr().out.splitlines()

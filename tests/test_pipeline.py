@@ -155,7 +155,7 @@ def test_sample_cli_writes_the_submission_format(pipeline, tmp_path):
 def test_evaluate_scores_a_hand_written_submission(pipeline, tmp_path):
     """A submission in the challenge's format, written by hand: the ground truth delayed by two
     frames (one frame at 12.5 fps); evaluate.py scores it without any generator."""
-    import evaluate
+    import metrics
     from backtranslation import SignToText
     from data import load_split, pad_stack
     root, d = pipeline
@@ -168,10 +168,10 @@ def test_evaluate_scores_a_hand_written_submission(pipeline, tmp_path):
                    "--backtranslator", str(root / "bt" / "best.pt"), "--out", str(out)]))
     assert "| GT" in proc.stdout and "submission.pt" in proc.stdout
     header = next(line for line in proc.stdout.splitlines() if line.startswith("| Model"))
-    assert [c.strip() for c in header.split("|")[2:-1]] == [c + evaluate.ARROWS.get(c, "↑") for c in evaluate.COLUMNS]
+    assert [c.strip() for c in header.split("|")[2:-1]] == [c + metrics.ARROWS.get(c, "↑") for c in metrics.COLUMNS]
     results = json.loads(out.read_text())
     rows = {r["name"]: r for r in results["rows"]}
-    assert all(tuple(r) == ("name",) + evaluate.COLUMNS for r in results["rows"] + results["baselines"])
+    assert all(tuple(r) == ("name",) + metrics.COLUMNS for r in results["rows"] + results["baselines"])
     assert rows["GT"]["DTW"] == 0.0 and rows["GT"]["TotDist"] == rows["GT"]["Dur"] == 1.0
     # after [::2] the delay is a repeated first frame, which DTW absorbs: exactly zero error
     assert rows["submission.pt"]["DTW"] == pytest.approx(0.0, abs=1e-9)
@@ -193,9 +193,9 @@ def test_evaluate_scores_a_hand_written_submission(pipeline, tmp_path):
     b4 = sacrebleu.metrics.BLEU(max_ngram_order=4, tokenize="none", smooth_method="floor", smooth_value=0.0,
                                 effective_order=True).corpus_score(hyps, [refs]).score
     assert rows["GT"]["B4"] == pytest.approx(b4, abs=1e-6)
-    assert rows["GT"]["WER"] == pytest.approx(evaluate.wer(hyps, refs), abs=1e-9)
+    assert rows["GT"]["WER"] == pytest.approx(metrics.wer(hyps, refs), abs=1e-9)
     # the back-translator really reads the poses: on its training sentences it is far above chance
-    assert rows["GT"]["B4"] > 50 and evaluate.bleu(hyps, refs, 1) > 70
+    assert rows["GT"]["B4"] > 50 and metrics.bleu(hyps, refs, 1) > 70
 
 
 def test_evaluate_refuses_an_incomplete_submission(pipeline, tmp_path):

@@ -721,15 +721,18 @@ def test_evaluate_keeps_both_predictions_of_generators_of_one_name_and_makes_the
 
 def test_an_overflowing_dtw_is_null_in_strict_json(gen_run, tmp_path):
     import json
+    import math
+
     import evaluate
+    import metrics
     root, d, _ = gen_run
     sub = {s["name"]: s["poses_3d"] * 1e30 for s in data.load_split(os.path.join(d, "test.pt"))}
     torch.save(sub, tmp_path / "huge.pt")
     out = tmp_path / "r.json"
     evaluate.main(["--data-dir", d, "--split", "test", "--predictions", str(tmp_path / "huge.pt"),
                    "--backtranslator", str(root / "bt" / "best.pt"), "--beam", "1", "--out", str(out)])
-    assert not evaluate.math.isfinite(evaluate.dtw_mje([v[::2] for v in sub.values()],
-                                                       [s["poses_3d"][::2] for s in data.load_split(os.path.join(d, "test.pt"))]))
+    assert not math.isfinite(metrics.dtw_mje([v[::2] for v in sub.values()],
+                                             [s["poses_3d"][::2] for s in data.load_split(os.path.join(d, "test.pt"))]))
     rows = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))["rows"]
     assert rows[1]["name"] == "huge.pt" and rows[1]["DTW"] is None and rows[1]["B1"] is not None
     assert sorted(os.listdir(tmp_path)) == ["huge.pt", "r.json"]
