@@ -48,7 +48,7 @@ def test_generated_poses_come_close_to_the_ground_truth(pipeline):
     """Sampled-then-decoded poses of the training sentences: DTW-MJE under 40 % of the mean pose's."""
     import sample
     from data import load_split
-    from evaluate import dtw_mje
+    from metrics import dtw_mje
     root, d = pipeline
     samples = load_split(os.path.join(d, "train.pt"))
     preds = sample.generate_split(str(root / "gen1" / "best.pt"), samples, sample=True, seed=0)
@@ -92,7 +92,7 @@ def test_evaluate_generators_adds_the_vae_row_and_pictures(pipeline, tmp_path):
     generator; the VAE row's DTW-MJE is recomputed here from the VAE directly."""
     pytest.importorskip("matplotlib")
     from data import load_split
-    from evaluate import dtw_mje
+    from metrics import dtw_mje
     from vae import load_vae
     root, d = pipeline
     out = tmp_path / "results.json"
@@ -239,7 +239,7 @@ def test_evaluate_samples_report_pose_export_and_sigma_picture(pipeline, tmp_pat
     import posefile
     import sample
     from data import load_split
-    from evaluate import dtw_mje
+    from metrics import dtw_mje
     root, d = pipeline
     gen = str(root / "gen2" / "best.pt")
     out = tmp_path / "results.json"

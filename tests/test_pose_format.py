@@ -402,7 +402,7 @@ def test_sample_format_pose_writes_one_file_per_sentence_and_sample(generator_ck
 
 
 def test_sample_spread_matches_a_naive_loop():
-    from evaluate import sample_spread
+    from metrics import sample_spread
     g = np.random.default_rng(0)
     sets = [g.normal(size=(3, 5, 178, 3)), g.normal(size=(3, 2, 178, 3))]
     dists = []                                                            # every (pair, frame, joint) once
