@@ -32,7 +32,7 @@ import sample
 from backtranslation import SignToText
 from data import load_split, pad_stack
 from generator import GeneratorConfig
-from harness import DataError, atomic_json, atomic_save, load_checkpoint, safe_load
+from harness import DataError, atomic_json, atomic_save, safe_load
 from metrics import ARROWS, COLUMNS, bleu, bleu_signature, chrf, chrf_signature, sampling_report, score
 from vae import VAEConfig, load_vae
 
@@ -53,10 +53,12 @@ def print_sampling(reports):
 
 def load_backtranslator(path, device="cpu"):
     """SignToText rebuilt from a `train.py --stage backtranslation` checkpoint, and its frame step."""
-    ckpt = load_checkpoint(path, "backtranslation")
-    model = SignToText.from_config(ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval().to(device), ckpt.get("subsample", 2)
+    def build(ckpt):
+        model = SignToText.from_config(ckpt["model_args"])
+        model.load_state_dict(ckpt["model"])
+        return model.eval().to(device), ckpt.get("subsample", 2)
+
+    return harness.load_for("--backtranslator", path, "backtranslation", build)
 
 
 def back_translate(model, seqs, beam_size=3, batch_size=32, device="cpu"):

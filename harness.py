@@ -303,12 +303,12 @@ def log_epoch(epoch, epochs, step, train_logs, dev_logs, frames_per_s, lr, elaps
              f" | train logs of batches {first_batch + 1}+ (resumed)" if first_batch else "")
 
 
-def check_finite(model, where):
-    """FloatingPointError naming `where` and the first weights that are NaN or inf."""
+def check_finite(model, where, out_dir):
+    """Before a save: FloatingPointError naming `where` and the first weights that are NaN or inf."""
     bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise FloatingPointError(f"{where}: non-finite weights in {bad[:3]}; not saved, the last good "
-                                 "checkpoint is kept")
+                                 f"checkpoint in {out_dir} is kept")
 
 
 def fill_defaults(parser, args, defaults, announce, checkpoints=()):
@@ -504,19 +504,20 @@ def autocast(amp, device):
 
 
 def load_for(flag, path, stage, build, model_args=None):
-    """build(checkpoint dict) for `flag PATH`, a `stage` checkpoint; anything wrong with it (a
-    damaged file, arguments the model refuses, model_args other than the given ones) is one
-    DataError naming the flag and the file."""
+    """build(checkpoint dict) of a `stage` checkpoint given as `flag PATH` (flag "" for a path
+    alone); anything wrong with it (a damaged file, arguments the model refuses, model_args other
+    than the given ones) is one DataError naming the flag and the file."""
+    where = f"{flag} {path}" if flag else str(path)
     try:
         ckpt = load_checkpoint(path, stage)
     except DataError as e:
-        raise DataError(f"{flag} {e}") from None
+        raise DataError(f"{flag} {e}" if flag else str(e)) from None
     if model_args is not None and ckpt.get("model_args") != model_args:
         saved = ckpt.get("model_args") or {}
         diff = {k: (saved.get(k), v) for k, v in model_args.items() if saved.get(k) != v}
-        raise DataError(f"{flag} {path}: incompatible configuration (checkpoint vs flags): {diff}")
+        raise DataError(f"{where}: incompatible configuration (checkpoint vs flags): {diff}")
     try:
         return build(ckpt)
     except (DataError, KeyError, TypeError, RuntimeError, AssertionError) as e:   # bad model_args
-        raise DataError(f"{flag} {path}: not a usable {STAGE_NAMES[stage]} checkpoint: "
+        raise DataError(f"{where}: damaged {STAGE_NAMES[stage]} checkpoint: "
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None

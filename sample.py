@@ -23,23 +23,21 @@ import sys
 import torch
 
 import data
+import harness
 import posefile
-from harness import DataError, atomic_save, load_checkpoint
 from generator import A2VSLP
+from harness import DataError, atomic_save
 from vae import load_vae, split_articulators
 
 
 def load_generator(path, device="cpu"):
     """(A2VSLP, DisentangledVAE, checkpoint dict) rebuilt from a `--stage generator` checkpoint."""
-    ckpt = load_checkpoint(path, "generator")
-    try:
+    def build(ckpt):
         model = A2VSLP(**ckpt["model_args"])
         model.load_state_dict(ckpt["model"])
-        vae = load_vae(ckpt, map_location=device)
-    except (KeyError, TypeError, RuntimeError, AssertionError) as e:   # AssertionError: the models refuse model_args
-        raise DataError(f"{path}: damaged generator checkpoint: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    return model.eval().to(device), vae, ckpt
+        return model.eval().to(device), load_vae(ckpt, map_location=device), ckpt
+
+    return harness.load_for("", path, "generator", build)
 
 
 def embed(model, texts, bert, cache_dir=None):

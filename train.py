@@ -287,10 +287,9 @@ def train(args, progress):
                         f"{world}")
     cluster.lock_out_dir(args.out_dir, distributed)       # one run per out dir (OUT_DIR/run.lock)
     last_path, best_path = (os.path.join(args.out_dir, f) for f in ("last.pt", "best.pt"))
-    fill = ["--data-dir", ".", "--out-dir", ".", "--vae", ".", "--init", "."]
-    defaults = vars(get_args(["--stage", args.stage, *fill], announce=False))
+    fill = ["--stage", args.stage, "--data-dir", ".", "--out-dir", ".", "--vae", ".", "--init", "."]
     ckpt = harness.check_out_dir(args, last_path, best_path, lambda saved: harness.changed_flags(
-        args, saved, defaults, RESUMABLE, PATH_FLAGS))                      # None: a fresh run
+        args, saved, vars(get_args(fill, announce=False)), RESUMABLE, PATH_FLAGS))   # None: fresh
     if args.data_dir == DATA_DIR:
         rank0_first(distributed, corpus.write_default_corpus, DATA_DIR)
     ctx = harness.autocast(args.amp, device)
@@ -372,7 +371,7 @@ def train(args, progress):
                           frames / max(dt, 1e-9), optimizer.param_groups[0]["lr"],
                           time.time() - t_start, improved, skips, first_batch)
         first_batch = 0
-        harness.check_finite(model, f"stage {args.stage}, epoch {epoch + 1}")   # before saving it
+        harness.check_finite(model, f"stage {args.stage}, epoch {epoch + 1}", args.out_dir)
         checkpoints.save(state, improved)
         if args.patience and state["bad_epochs"] >= args.patience:
             log.info("early stopping: no better dev %s for %d epochs", stage.criterion,

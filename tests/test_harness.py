@@ -79,3 +79,16 @@ def test_row_names_come_from_the_configs():
     assert name(hand_weights="fixed", s_max=8.0) == "A2V-SLP (fixed hand weights)"  # s_max unused then
     assert name(hand_weights="fixed", fixed_weights=(1.0, 1.0, 1.0)) == \
         "A2V-SLP (fixed hand weights, λ = (1.0, 1.0, 1.0))"
+
+
+def test_a_checkpoint_the_model_refuses_is_one_error_naming_flag_and_file(tmp_path):
+    """harness.load_for, under --vae, --init, --backtranslator and sample.py's generator: arguments the
+    model refuses, or another stage's checkpoint, are one DataError naming the flag and the file."""
+    import torch
+    path = tmp_path / "bt.pt"
+    torch.save({"stage": "backtranslation", "model": {}, "model_args": {"vocab": ["no specials"]}}, path)
+    with pytest.raises(harness.DataError, match=rf"^--backtranslator {path}: damaged back-translation "
+                                                r"checkpoint: AssertionError: vocab must start with"):
+        evaluate.load_backtranslator(str(path))
+    with pytest.raises(harness.DataError, match=rf"^--vae {path}: a 'backtranslation' checkpoint, expected"):
+        harness.load_for("--vae", str(path), "vae", lambda ckpt: ckpt)
